@@ -1,0 +1,248 @@
+"""The typed, versioned messages between the app/CLI (client) and the engine worker process.
+
+Two tiers: CONTROL messages (ping, cancel, shutdown, status) are handled by the worker's reader as soon as
+they arrive, overtaking queued DATA requests (chat, load, …). Every request has an id; every request's
+stream of events ends with exactly one Done or Error.
+
+Wire format: one JSON object per pipe message, `{"v": 1, "type": "...", ...fields}`. JSON (not pickle) so a
+message is data, never code, and so the decoder can be fuzzed: anything malformed raises ProtocolError.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+import uuid
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+from nexus_engine.errors import NexusError, ProtocolError
+
+PROTOCOL_VERSION = 1
+CONTROL = "control"
+DATA = "data"
+
+_REGISTRY: dict[str, type[Message]] = {}
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@dataclass
+class Message:
+    """Base of every message. `type_name` is the wire tag, `tier` decides queueing in the worker."""
+
+    type_name: ClassVar[str] = ""
+    tier: ClassVar[str] = DATA
+    id: str = field(default_factory=new_id)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.type_name:
+            if cls.type_name in _REGISTRY:
+                raise TypeError(f"duplicate message type {cls.type_name!r}")
+            _REGISTRY[cls.type_name] = cls
+
+    def encode(self) -> bytes:
+        payload = {"v": PROTOCOL_VERSION, "type": self.type_name, **asdict(self)}
+        return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+# ---------------------------------------------------------------------------------------------- requests
+@dataclass
+class Ping(Message):
+    type_name: ClassVar[str] = "ping"
+    tier: ClassVar[str] = CONTROL
+
+
+@dataclass
+class Cancel(Message):
+    """Stop request `target`: a queued one never starts, a running one stops at its next token/step."""
+
+    type_name: ClassVar[str] = "cancel"
+    tier: ClassVar[str] = CONTROL
+    target: str = ""
+
+
+@dataclass
+class Shutdown(Message):
+    type_name: ClassVar[str] = "shutdown"
+    tier: ClassVar[str] = CONTROL
+
+
+@dataclass
+class StatusRequest(Message):
+    """Which towers are loaded and what the worker is doing; answered at once, even mid-generation."""
+
+    type_name: ClassVar[str] = "status"
+    tier: ClassVar[str] = CONTROL
+
+
+@dataclass
+class ChatRequest(Message):
+    """Generate a reply to `messages` ([{"role": "user"|"assistant"|"system", "content": str}, …])."""
+
+    type_name: ClassVar[str] = "chat"
+    messages: list[dict[str, str]] = field(default_factory=list)
+    tower: str | None = None  # a tower name; None: the profile's tower for `role`
+    role: str = "reasoning"
+    max_tokens: int = 512
+    temperature: float = 0.7
+    top_p: float = 0.95
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoadTower(Message):
+    """Load a tower now (warm-up, benchmarks); Done carries load_ms and where the weights came from."""
+
+    type_name: ClassVar[str] = "load_tower"
+    tower: str = ""
+
+
+@dataclass
+class UnloadTower(Message):
+    type_name: ClassVar[str] = "unload_tower"
+    tower: str = ""
+
+
+# ------------------------------------------------------------------------------------------------ events
+@dataclass
+class Hello(Message):
+    """First message from a fresh worker."""
+
+    type_name: ClassVar[str] = "hello"
+    pid: int = 0
+    version: int = PROTOCOL_VERSION
+    profile: str = ""
+
+
+@dataclass
+class Pong(Message):
+    type_name: ClassVar[str] = "pong"
+    tier: ClassVar[str] = CONTROL
+
+
+@dataclass
+class Started(Message):
+    """The request left the queue and is running (a crash after this cannot be silently replayed)."""
+
+    type_name: ClassVar[str] = "started"
+
+
+@dataclass
+class TokenChunk(Message):
+    type_name: ClassVar[str] = "token"
+    text: str = ""
+    n_tokens: int = 1
+
+
+@dataclass
+class Progress(Message):
+    type_name: ClassVar[str] = "progress"
+    step: int = 0
+    total: int = 0
+    message: str = ""
+
+
+@dataclass
+class Done(Message):
+    type_name: ClassVar[str] = "done"
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Error(Message):
+    type_name: ClassVar[str] = "error"
+    code: str = "internal_error"
+    message: str = ""
+    hint: str = ""
+
+    @classmethod
+    def of(cls, request_id: str, err: NexusError) -> Error:
+        return cls(id=request_id, code=err.code, message=err.message, hint=err.hint)
+
+
+@dataclass
+class TowerEvent(Message):
+    """A residency change: load, unload, evict, swap or refusal, with bytes and milliseconds."""
+
+    type_name: ClassVar[str] = "tower_event"
+    tower: str = ""
+    action: str = ""
+    bytes: int = 0
+    ms: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class Status(Message):
+    type_name: ClassVar[str] = "status_reply"
+    tier: ClassVar[str] = CONTROL
+    busy: str | None = None  # id of the running request
+    queued: int = 0
+    towers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+TERMINAL = (Done, Error)
+
+
+# ------------------------------------------------------------------------------------------------ decode
+def _check(value: Any, annotation: Any) -> bool:
+    """A small runtime type check for the annotation forms used above."""
+    if annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_check(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin is list:
+        (inner,) = typing.get_args(annotation) or (Any,)
+        return isinstance(value, list) and all(_check(v, inner) for v in value)
+    if origin is dict:
+        k, v = typing.get_args(annotation) or (Any, Any)
+        return isinstance(value, dict) and all(_check(a, k) and _check(b, v) for a, b in value.items())
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def decode(data: bytes) -> Message:
+    """Bytes from the pipe -> a typed message, or ProtocolError saying exactly what is wrong."""
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ProtocolError(f"not a JSON message: {e}") from e
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"a message must be a JSON object, got {type(obj).__name__}")
+    version = obj.pop("v", None)
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {version!r} is not {PROTOCOL_VERSION}",
+                            "the app and the engine come from different installs: reinstall Nexus")
+    kind = obj.pop("type", None)
+    cls = _REGISTRY.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ProtocolError(f"unknown message type {kind!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    for key in obj:
+        if key not in known:
+            raise ProtocolError(f"{kind}: unknown field {key!r}")
+    for name, f in known.items():
+        if name not in obj:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise ProtocolError(f"{kind}: missing field {name!r}")
+            continue
+        if not _check(obj[name], hints[name]):
+            raise ProtocolError(f"{kind}: field {name!r} has the wrong type ({type(obj[name]).__name__})")
+    return cls(**obj)
+
+
+def message_types() -> dict[str, type[Message]]:
+    return dict(_REGISTRY)

@@ -1,0 +1,31 @@
+"""Which class loads a tower of a given kind and backend. Imports are lazy so the worker starts fast."""
+
+from __future__ import annotations
+
+import importlib
+
+from nexus_engine.config.schema import TowerSpec
+from nexus_engine.errors import NexusError
+from nexus_engine.towers.base import Tower
+
+# (kind, backend) -> "module:Class"
+LOADERS: dict[tuple[str, str], str] = {
+    ("llm", "llama_cpp"): "nexus_engine.towers.llm_llamacpp:LlamaCppChat",
+    ("persona", "llama_cpp"): "nexus_engine.towers.llm_llamacpp:LlamaCppChat",
+    ("llm", "transformers"): "nexus_engine.towers.llm_transformers:TransformersChat",
+    ("persona", "transformers"): "nexus_engine.towers.llm_transformers:TransformersChat",
+}
+
+
+class NoLoaderError(NexusError):
+    code = "no_loader"
+
+
+def build(spec: TowerSpec) -> Tower:
+    target = LOADERS.get((spec.kind, spec.backend))
+    if target is None:
+        raise NoLoaderError(f"tower {spec.name!r}: no loader for kind {spec.kind!r} on backend {spec.backend!r} "
+                            "in this version of Nexus",
+                            "pick a tower with a supported kind/backend for this role in models.toml")
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)(spec)

@@ -1,0 +1,1 @@
+"""Towers: one module per kind of model, all behind the small interface in base.py."""
