@@ -22,10 +22,7 @@ def _home() -> Path | None:
 
 def _dir(kind: str) -> Path:
     home = _home()
-    if home is not None:
-        path = home / kind
-    else:
-        path = Path(getattr(platformdirs, f"user_{kind}_dir")(APP))
+    path = home / kind if home is not None else Path(getattr(platformdirs, f"user_{kind}_dir")(APP))
     path.mkdir(parents=True, exist_ok=True)
     return path
 

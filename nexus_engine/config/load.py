@@ -89,7 +89,8 @@ def _read(path: Path) -> tuple[dict[str, Any], _Where]:
     except FileNotFoundError as e:
         raise ConfigError(f"{path}: file not found", "create it, or unset the path pointing at it") from e
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read models file ({e})", "check the file's permissions and that it is UTF-8 text") from e
+        raise ConfigError(f"{path}: cannot read models file ({e})",
+                          "check the file's permissions and that it is UTF-8 text") from e
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
