@@ -1,6 +1,6 @@
 """Where Nexus keeps its files: config (models.toml override), data (SQLite history), cache (converted weights).
 
-`NEXUS_HOME` puts all three under one folder, which is how tests and portable installs isolate themselves.
+`NEXUS_HOME` puts all three under one folder: how tests and portable installs isolate themselves.
 """
 
 from __future__ import annotations
@@ -36,6 +36,12 @@ def data_dir() -> Path:
 
 
 def cache_dir() -> Path:
+    """Converted weights and measured footprints. NEXUS_CACHE moves just this folder (tests share it)."""
+    override = os.environ.get("NEXUS_CACHE")
+    if override:
+        path = Path(override).expanduser()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
     return _dir("cache")
 
 

@@ -1,0 +1,1 @@
+"""The `nexus` command line: the same engine the app uses, driven from a terminal."""
