@@ -266,23 +266,33 @@ class EngineClient:
                 self._crash_times.popleft()
             give_up = len(self._crash_times) > self.max_restarts or self._startup_error is not None
         why = f"the engine stopped while working on this (exit code {exitcode})"
+        restart_error: NexusError | None = None
+        if not give_up:
+            # restart before reporting the crash, so a retry sent from an error callback finds the new worker
+            # instead of starting a second one
+            try:
+                with self._lock:
+                    if not self.alive:
+                        self.restarts += 1
+                        self._spawn()
+                self._wait_hello(60.0)
+                self.last_recovery_ms = (time.monotonic() - t_dead) * 1000
+            except NexusError as e:
+                give_up, restart_error = True, e
         for h in running:
             h._deliver(Error(id=h.id, code=WorkerCrashedError.code, message=why,
                              hint="it was restarted; send the request again"))
         if give_up:
-            msg = (f"the engine crashed {len(self._crash_times)} times in {self.restart_window_s:.0f} s"
-                   if self._startup_error is None else self._startup_error.message)
-            self._fail_all(WorkerCrashedError(msg, "run `nexus doctor`; the worker log is in the data dir"))
+            if self._startup_error is not None:
+                err = WorkerCrashedError(self._startup_error.message, self._startup_error.hint)
+            elif restart_error is not None:
+                err = restart_error
+            else:
+                err = WorkerCrashedError(f"the engine crashed {len(self._crash_times)} times in "
+                                         f"{self.restart_window_s:.0f} s",
+                                         "run `nexus doctor`; the worker log is in the data dir")
+            self._fail_all(err)
             return
-        try:
-            with self._lock:
-                self.restarts += 1
-                self._spawn()
-            self._wait_hello(60.0)
-        except NexusError as e:
-            self._fail_all(e)
-            return
-        self.last_recovery_ms = (time.monotonic() - t_dead) * 1000
         with self._lock:
             replay = [h for h in self._handles.values() if not h.started]
         for h in replay:  # never started, so replaying cannot repeat work

@@ -15,7 +15,7 @@ from nexus_engine import registry
 from nexus_engine.config.schema import ModelsConfig
 from nexus_engine.errors import BadInputError, ModelMissingError, PromptTooLongError
 from nexus_engine.protocol import ChatRequest, Message, TokenChunk, TowerEvent
-from nexus_engine.towers.base import ChatTower, GenParams, Tower
+from nexus_engine.towers.base import SAMPLING_DEFAULTS, ChatTower, GenParams, Tower
 from nexus_engine.towers.chat_format import StopMatcher, check_messages
 
 Emit = Callable[[Message], None]
@@ -78,7 +78,7 @@ class Engine:
         if not isinstance(tower, ChatTower):
             raise BadInputError(f"tower {name!r} is a {tower.spec.kind} tower and cannot chat")
         messages, dropped, n_prompt = fit_context(tower, req.messages, req.max_tokens)
-        params = GenParams(max_tokens=req.max_tokens, temperature=req.temperature, top_p=req.top_p, seed=req.seed)
+        params = GenParams(max_tokens=req.max_tokens, seed=req.seed, **sampling(tower, req))
         stops = StopMatcher(req.stop)
         t0 = time.perf_counter()
         t_first: float | None = None
@@ -107,6 +107,19 @@ class Engine:
             "decode_tok_s": (n - 1) / decode_s if n > 1 and decode_s > 0 else 0.0,
             "total_ms": (t_end - t0) * 1000, "load_ms": load["load_ms"], "load_origin": load["origin"],
         }
+
+
+def sampling(tower: Tower, req: ChatRequest) -> dict[str, float]:
+    """Request value, else the tower's default from models.toml options, else the global default.
+
+    Small models need their own settings (SmolLM2-135M rambles at 0.7 and wants ~0.2 and a repeat penalty),
+    the way LM Studio keeps per-model presets.
+    """
+    out = {}
+    for key, default in SAMPLING_DEFAULTS.items():
+        value = getattr(req, key)
+        out[key] = float(value if value is not None else tower.spec.options.get(key, default))
+    return out
 
 
 def fit_context(tower: ChatTower, messages: list[dict[str, str]],

@@ -89,8 +89,9 @@ class ChatRequest(Message):
     tower: str | None = None  # a tower name; None: the profile's tower for `role`
     role: str = "reasoning"
     max_tokens: int = 512
-    temperature: float = 0.7
-    top_p: float = 0.95
+    temperature: float | None = None  # None: the tower's default (models.toml options), else 0.7
+    top_p: float | None = None
+    repeat_penalty: float | None = None
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
 

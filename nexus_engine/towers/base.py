@@ -57,7 +57,12 @@ class GenParams:
     max_tokens: int = 512
     temperature: float = 0.7
     top_p: float = 0.95
+    repeat_penalty: float = 1.0  # >1 discourages tokens seen in the last REPEAT_WINDOW tokens
     seed: int | None = None
+
+
+REPEAT_WINDOW = 64
+SAMPLING_DEFAULTS = {"temperature": 0.7, "top_p": 0.95, "repeat_penalty": 1.0}
 
 
 @runtime_checkable

@@ -17,7 +17,7 @@ import psutil
 from nexus_engine import weights
 from nexus_engine.config.schema import TowerSpec
 from nexus_engine.errors import BadInputError, InternalError, ModelMissingError, PromptTooLongError
-from nexus_engine.towers.base import Footprint, GenParams, LoadInfo, Stopwatch
+from nexus_engine.towers.base import REPEAT_WINDOW, Footprint, GenParams, LoadInfo, Stopwatch
 from nexus_engine.towers.chat_format import render
 
 
@@ -119,6 +119,8 @@ class LlamaCppChat:
         from cyllama.llama import llama_cpp as cy
 
         chain = cy.LlamaSampler(cy.LlamaSamplerChainParams())
+        if params.repeat_penalty != 1.0:
+            chain.add_penalties(REPEAT_WINDOW, params.repeat_penalty, 0.0, 0.0)
         if params.temperature <= 0:
             chain.add_greedy()
         else:
