@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import signal
 import threading
 import traceback
 from collections.abc import Callable
@@ -163,6 +164,8 @@ def log_path() -> Path:
 
 def worker_main(conn: Connection, config_files: list[str], profile: str | None) -> None:
     """Entry point of the spawned process."""
+    # Ctrl-C in a terminal signals the whole process group; the client decides what a Ctrl-C cancels
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     path = log_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(filename=path, level=logging.INFO,
