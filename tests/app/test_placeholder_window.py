@@ -10,7 +10,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 pytest.importorskip("PySide6.QtWidgets")
 
 
-def test_window_streams_an_answer(qtbot) -> None:  # noqa: ANN001 - pytest-qt fixture
+def test_window_streams_an_answer(qtbot) -> None:
     from app.engine_bridge import EngineBridge
     from app.main_window import MainWindow
 
