@@ -1,0 +1,98 @@
+"""`nexus plan`: a whole profile planned for a given VRAM/RAM with the real models.toml, nothing loaded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nexus_engine.cli.main import main
+from nexus_engine.config import load_config
+from nexus_engine.residency.footprints import MARGIN, FootprintStore
+from nexus_engine.towers.base import Footprint
+
+G = 1024**3
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("NEXUS_CACHE", str(tmp_path / "cache"))  # measured footprints of this test only
+    return tmp_path / "cache"
+
+
+def plan_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
+    assert main([*args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def rows(plan: dict) -> dict[str, dict]:
+    return {r["tower"]: r for r in plan["rows"]}
+
+
+def test_seed_profile_on_16gb(capsys: pytest.CaptureFixture[str]) -> None:
+    plan = plan_json(capsys, "--profile", "seed-16gb", "plan", "--vram", "16GiB", "--ram", "32GiB")
+    by = rows(plan)
+    assert set(load_config().profile("seed-16gb").roles["hearing"]) <= set(by)
+    assert plan["vram_limit"] == int(14.5 * G)  # 1.5 GiB kept for the CUDA context and activations
+    # the voice loop stays resident on the GPU
+    for name in ("parakeet-tdt", "qwen3-tts", "agentcpm-explore"):
+        assert (by[name]["placement"], by[name]["where"]) == ("resident", "GPU"), by[name]
+    # the 30B MoE in NF4 is computed (params × 0.5625 × margin), too big for the card: it runs offloaded
+    glm = by["glm-4-7-flash"]
+    assert glm["size"] == pytest.approx(30e9 * 0.5625 * MARGIN, rel=1e-3)
+    assert glm["size"] > plan["vram_limit"]
+    assert glm["placement"] == "on demand" and glm["where"] == "GPU+RAM (offload)"
+    assert 0 < glm["vram"] <= plan["vram_limit"] and 0 < glm["ram"] <= plan["ram_limit"]
+    assert "unquantized" in glm["note"]
+    # the 27B dense in int8 cannot fit 16 + 32 GiB; the plan says why and what would
+    gemma = by["gemma-scope-2-27b"]
+    assert gemma["placement"] == "cannot fit"
+    assert "GiB" in gemma["note"] and "As nf4" in gemma["note"]
+    # the steady state respects the budget
+    resident = [r for r in plan["rows"] if r["placement"] == "resident"]
+    warm = [r for r in plan["rows"] if r["placement"] == "warm"]
+    assert sum(r["vram"] for r in resident) <= plan["vram_limit"]
+    assert sum(r["ram"] for r in resident) + sum(r["size"] for r in warm) <= plan["ram_limit"]
+    assert all(r["placement"] in ("resident", "warm", "on demand", "waits", "cannot fit") for r in plan["rows"])
+
+
+def test_text_output(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--profile", "seed-16gb", "plan", "--vram", "16GiB", "--ram", "32GiB"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing is loaded" in out and "14.5 GiB" in out
+    assert "CANNOT FIT" in out and "gemma-scope-2-27b" in out
+    assert "offloaded:" in out and "resident on the GPU" in out
+
+
+def test_profile_option_after_the_command(capsys: pytest.CaptureFixture[str]) -> None:
+    before = plan_json(capsys, "--profile", "seed-16gb", "plan", "--vram", "16GiB", "--ram", "32GiB")
+    after = plan_json(capsys, "plan", "--profile", "seed-16gb", "--vram", "16GiB", "--ram", "32GiB")
+    assert before == after and after["profile"] == "seed-16gb"
+
+
+def test_a_bigger_machine_fits_more(capsys: pytest.CaptureFixture[str]) -> None:
+    by = rows(plan_json(capsys, "--profile", "seed-16gb", "plan", "--vram", "48GiB", "--ram", "128GiB"))
+    assert by["gemma-scope-2-27b"]["placement"] != "cannot fit"
+    assert by["glm-4-7-flash"]["where"] == "GPU"  # whole on the GPU, no offload needed
+    assert by["personaplex-7b"]["placement"] == "resident"
+
+
+def test_measured_footprint_is_used(capsys: pytest.CaptureFixture[str]) -> None:
+    FootprintStore().record("glm-4-7-flash", "nf4", "gpu", Footprint(vram=12 * G, measured=True))
+    glm = rows(plan_json(capsys, "--profile", "seed-16gb", "plan", "--vram", "16GiB", "--ram", "32GiB"))[
+        "glm-4-7-flash"]
+    assert glm["basis"] == "measured" and glm["size"] == 12 * G
+    assert glm["where"] == "GPU" and glm["vram"] == 12 * G  # it fits whole now
+
+
+def test_starter_profile_runs_on_the_cpu(capsys: pytest.CaptureFixture[str]) -> None:
+    plan = plan_json(capsys, "--profile", "starter", "plan", "--vram", "0", "--ram", "16GiB")
+    assert all(r["placement"] == "resident" and r["where"] == "CPU" for r in plan["rows"])
+    assert "imagination" in plan["missing_roles"]
+
+
+def test_bad_size_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--vram", "lots"]) == 2
+    err = capsys.readouterr().err
+    assert "--vram" in err and "16GiB" in err
