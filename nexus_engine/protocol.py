@@ -188,6 +188,29 @@ class Status(Message):
     towers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+@dataclass
+class RouteEvent(Message):
+    """The router's decision for request `id`: roles and towers chosen, every role's score, and why."""
+
+    type_name: ClassVar[str] = "route"
+    roles: list[str] = field(default_factory=list)
+    towers: list[str] = field(default_factory=list)
+    scores: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+    ms: float = 0.0
+    not_installed: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ResidencyEvent(Message):
+    """A budget snapshot (limits, used bytes per device, each tower's tier/bytes/in-use), sent after every
+    residency change so the app's monitor draws real numbers."""
+
+    type_name: ClassVar[str] = "residency"
+    snapshot: dict[str, Any] = field(default_factory=dict)
+
+
 TERMINAL = (Done, Error)
 
 
