@@ -94,6 +94,29 @@ class ChatRequest(Message):
     repeat_penalty: float | None = None
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    # files the user attached: [{"path": absolute path the worker can read, "kind": image|video|audio|file,
+    # "mime": …}]; the app validates and decodes them before sending
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    voice: bool = False  # the turn came by microphone (a routing feature)
+
+
+@dataclass
+class GenerateRequest(Message):
+    """Draw an image (kind="image") or animate one (kind="video", from `image`); Progress per step, Done with
+    the output path. Cancel stops between steps."""
+
+    type_name: ClassVar[str] = "generate"
+    kind: str = "image"
+    prompt: str = ""
+    negative_prompt: str = ""
+    width: int = 512
+    height: int = 512
+    steps: int = 28
+    seed: int | None = None
+    image: str | None = None  # input image path for image-to-video
+    frames: int = 14
+    tower: str | None = None  # None: the profile's tower for imagination / video
+    preview_every: int = 0  # send a preview image path with Progress every N steps (0: none)
 
 
 @dataclass
