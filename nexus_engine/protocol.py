@@ -170,6 +170,8 @@ class Progress(Message):
     step: int = 0
     total: int = 0
     message: str = ""
+    eta_s: float | None = None
+    preview: str = ""  # path of an intermediate image, when the request asked for previews
 
 
 @dataclass
