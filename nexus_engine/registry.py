@@ -14,6 +14,16 @@ LOADERS: dict[tuple[str, str], str] = {
     ("persona", "llama_cpp"): "nexus_engine.towers.llm_llamacpp:LlamaCppChat",
     ("llm", "transformers"): "nexus_engine.towers.llm_transformers:TransformersChat",
     ("persona", "transformers"): "nexus_engine.towers.llm_transformers:TransformersChat",
+    # seed towers (towers/loaders.md says what loads each and what was exercised)
+    ("vlm", "transformers"): "nexus_engine.towers.vlm:TransformersVLM",
+    ("image_encoder", "transformers"): "nexus_engine.towers.encoders:ImageTextEncoder",
+    ("video_encoder", "transformers"): "nexus_engine.towers.encoders:VideoClipEncoder",
+    ("asr", "transformers"): "nexus_engine.towers.asr_hf:TransformersASR",
+    ("asr", "nemo"): "nexus_engine.towers.asr_hf:NemoASR",
+    ("persona", "moshi"): "nexus_engine.towers.persona:MoshiPersona",
+    ("tts", "transformers"): "nexus_engine.towers.tts_hf:QwenTTS",
+    ("image_gen", "diffusers"): "nexus_engine.towers.image_gen:ImageGenTower",
+    ("video_gen", "diffusers"): "nexus_engine.towers.video_gen:VideoGenTower",
 }
 
 

@@ -46,20 +46,27 @@ def torch_dtype(spec: TowerSpec) -> torch.dtype:
     return torch.float32 if spec.quantization == "gguf" else torch.bfloat16
 
 
+# Layers kept unquantized (transformers matches these as module-name suffixes): the output head, and MoE
+# router gates ("mlp.gate", "shared_expert_gate", never "gate_proj") — tiny, precision-sensitive, and bitsandbytes'
+# CPU 4-bit kernel cannot run layers whose output size is not a multiple of 32 (a 1-output shared-expert gate).
+SKIP_QUANT = ("lm_head", "gate", "router")
+
+
 def bnb_config(spec: TowerSpec, offload: bool = False) -> Any | None:
     """A BitsAndBytesConfig for nf4 (4-bit NF4, double quant, bf16 compute) or int8; None otherwise."""
     if spec.quantization not in ("nf4", "int8"):
         return None
     from transformers import BitsAndBytesConfig
 
+    skip = [*SKIP_QUANT, *spec.options.get("skip_quant_modules", [])]
     if spec.quantization == "nf4":
         compute = _DTYPES.get(spec.dtype, torch.bfloat16)
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                  bnb_4bit_compute_dtype=compute,
+                                  bnb_4bit_compute_dtype=compute, llm_int8_skip_modules=skip,
                                   llm_int8_enable_fp32_cpu_offload=offload)
-    # offloaded int8 layers stay in fp32 on the CPU: bitsandbytes has no int8 kernels for a CPU-resident
-    # layer of a model whose other layers are on the GPU
-    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_enable_fp32_cpu_offload=offload)
+    # offloaded int8 layers stay unquantized (in the load dtype) on the CPU: bitsandbytes has no int8 kernels
+    # for a CPU-resident layer of a model whose other layers are on the GPU
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip, llm_int8_enable_fp32_cpu_offload=offload)
 
 
 # ------------------------------------------------------------------------------------------ placement

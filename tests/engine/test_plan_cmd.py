@@ -75,7 +75,7 @@ def test_a_bigger_machine_fits_more(capsys: pytest.CaptureFixture[str]) -> None:
     by = rows(plan_json(capsys, "--profile", "seed-16gb", "plan", "--vram", "48GiB", "--ram", "128GiB"))
     assert by["gemma-scope-2-27b"]["placement"] != "cannot fit"
     assert by["glm-4-7-flash"]["where"] == "GPU"  # whole on the GPU, no offload needed
-    assert by["personaplex-7b"]["placement"] == "resident"
+    assert by["personaplex-7b"]["placement"] in ("resident", "warm")  # bf16 14 GiB: fits, kept ready
 
 
 def test_measured_footprint_is_used(capsys: pytest.CaptureFixture[str]) -> None:
