@@ -1,7 +1,9 @@
 """The engine inside the worker: owns the towers and turns requests into streams of events.
 
 Transport-free on purpose: `emit` is a callback, so the same code runs in the worker process, in tests
-and in benchmarks. The residency manager (issue 4) takes over `_ensure_loaded` and the towers dict.
+and in benchmarks. Which towers are loaded is the residency manager's business (residency/manager.py): a run
+holds a lease on its tower, so nothing evicts it mid-answer. The manager (and the machine's budget) is made on
+first use, so a worker starts without probing memory or importing torch.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from nexus_engine import registry
 from nexus_engine.config.schema import ModelsConfig
 from nexus_engine.errors import BadInputError, ModelMissingError, PromptTooLongError
-from nexus_engine.protocol import ChatRequest, Message, TokenChunk, TowerEvent
+from nexus_engine.protocol import ChatRequest, Message, ResidencyEvent, TokenChunk
+from nexus_engine.residency.footprints import FootprintStore
+from nexus_engine.residency.manager import Lease, ResidencyManager, machine_budget
 from nexus_engine.towers.base import SAMPLING_DEFAULTS, ChatTower, GenParams, Tower
 from nexus_engine.towers.chat_format import StopMatcher, check_messages
 
@@ -22,11 +25,24 @@ Emit = Callable[[Message], None]
 
 
 class Engine:
-    def __init__(self, config: ModelsConfig, profile: str | None = None) -> None:
+    def __init__(self, config: ModelsConfig, profile: str | None = None,
+                 residency: ResidencyManager | None = None) -> None:
         self.config = config
         self.profile = config.profile(profile).name
-        self.towers: dict[str, Tower] = {}
+        self._residency = residency
         self._lock = threading.Lock()
+
+    @property
+    def residency(self) -> ResidencyManager:
+        with self._lock:
+            if self._residency is None:
+                self._residency = ResidencyManager(self.config, machine_budget(), FootprintStore())
+            return self._residency
+
+    @property
+    def towers(self) -> dict[str, Tower]:
+        """Tower objects built so far (loaded or not)."""
+        return self._residency.towers() if self._residency else {}
 
     # ---------------------------------------------------------------------------------- towers
     def tower_name(self, tower: str | None, role: str) -> str:
@@ -42,31 +58,22 @@ class Engine:
         return spec.name
 
     def ensure_loaded(self, name: str, emit: Emit, request_id: str = "") -> tuple[Tower, dict[str, Any]]:
-        with self._lock:
-            tower = self.towers.get(name)
-            if tower is None:
-                tower = self.towers[name] = registry.build(self.config.towers[name])
-            if tower.loaded:
-                return tower, {"load_ms": 0.0, "origin": "resident"}
-            info = tower.load()
-            fp = tower.footprint()
-        emit(TowerEvent(id=request_id, tower=name, action="load", bytes=fp.ram + fp.vram, ms=info.ms,
-                        detail=info.origin))
-        return tower, {"load_ms": info.ms, "origin": info.origin, **info.details}
+        """Make a tower hot now (LoadTower, warm-up); it stays resident until the policy needs its memory."""
+        with self.residency.acquire((name,), emit=emit, request_id=request_id) as lease:
+            return lease.tower(name), lease.info[name]
 
     def unload(self, name: str, emit: Emit, request_id: str = "") -> None:
-        with self._lock:
-            tower = self.towers.get(name)
-            if tower is None or not tower.loaded:
-                return
-            freed = tower.footprint()
-            t0 = time.perf_counter()
-            tower.unload()
-        emit(TowerEvent(id=request_id, tower=name, action="unload", bytes=freed.ram + freed.vram,
-                        ms=(time.perf_counter() - t0) * 1000))
+        self.residency.unload(name, emit, request_id)
 
     def status(self) -> dict[str, dict[str, Any]]:
-        return {name: {"loaded": t.loaded, **t.footprint().to_dict()} for name, t in self.towers.items()}
+        """Per tower: loaded, tier (hot/warm/cold), bytes, in use."""
+        if self._residency is None:
+            return {}
+        return self._residency.snapshot()["towers"]
+
+    def residency_snapshot(self) -> dict[str, Any]:
+        """The budget and the towers, for the monitor; empty before the first load."""
+        return self._residency.snapshot() if self._residency else {}
 
     # ------------------------------------------------------------------------------------ chat
     def chat(self, req: ChatRequest, emit: Emit, cancel: threading.Event) -> dict[str, Any]:
@@ -74,7 +81,17 @@ class Engine:
         if req.max_tokens < 1:
             raise BadInputError(f"max_tokens must be at least 1, got {req.max_tokens}")
         name = self.tower_name(req.tower, req.role)
-        tower, load = self.ensure_loaded(name, emit, req.id)
+        with self.residency.acquire((name,), emit=emit, request_id=req.id) as lease:
+            emit(ResidencyEvent(id=req.id, snapshot=self.residency.snapshot()))  # the monitor shows "running"
+            try:
+                return self._chat(req, emit, cancel, lease)
+            finally:
+                lease.release()
+                emit(ResidencyEvent(id=req.id, snapshot=self.residency.snapshot()))
+
+    def _chat(self, req: ChatRequest, emit: Emit, cancel: threading.Event, lease: Lease) -> dict[str, Any]:
+        name = lease.towers[0]
+        tower, load = lease.tower(name), lease.info[name]
         if not isinstance(tower, ChatTower):
             raise BadInputError(f"tower {name!r} is a {tower.spec.kind} tower and cannot chat")
         messages, dropped, n_prompt = fit_context(tower, req.messages, req.max_tokens)
@@ -93,6 +110,9 @@ class Engine:
                 emit(TokenChunk(id=req.id, text=text))
             if stops.stopped:
                 finish = "stop"
+                break
+            if lease.should_yield():  # a background run gives its memory to an interactive request
+                finish = "preempted"
                 break
         else:
             finish = "cancelled" if cancel.is_set() else ("length" if n >= req.max_tokens else "eos")

@@ -211,6 +211,7 @@ class Status(Message):
     busy: str | None = None  # id of the running request
     queued: int = 0
     towers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    residency: dict[str, Any] = field(default_factory=dict)  # budget + towers snapshot (empty before a first load)
 
 
 @dataclass

@@ -111,7 +111,8 @@ class Worker:
             if was_queued:  # answer now; the job thread will drop it when it comes up
                 self.send(Done(id=msg.target, stats={"finish": "cancelled", "started": False}))
         elif isinstance(msg, StatusRequest):
-            self.send(Status(id=msg.id, busy=self._running, queued=len(self._queued), towers=self.engine.status()))
+            self.send(Status(id=msg.id, busy=self._running, queued=len(self._queued), towers=self.engine.status(),
+                             residency=self.engine.residency_snapshot()))
         elif isinstance(msg, Shutdown):
             return True
         return False

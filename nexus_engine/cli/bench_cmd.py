@@ -28,6 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             b.add_argument("--max-tokens", type=int, default=128)
             b.add_argument("--backend", action="append", choices=["llama_cpp", "transformers"],
                            help="only these backends (repeatable; default both)")
+        if name == "swap":
+            b.add_argument("--repeats", type=int, default=5, help="timed rounds after one warm-up round")
+            b.add_argument("--device", help="torch device to swap to (default: cuda:0 if available, else cpu)")
+            b.add_argument("--layers", type=int, help="decoder layers of the model (default: 22 on a GPU, 6 on a CPU)")
         b.set_defaults(func=run, module=module)
 
 
@@ -38,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
         kwargs = {"runs": args.runs, "max_tokens": args.max_tokens, "profile": args.profile}
         if args.backend:
             kwargs["backends"] = tuple(args.backend)
+    elif args.bench == "swap":
+        kwargs = {"repeats": args.repeats, "device": args.device, "layers": args.layers}
     result = module.run(**kwargs)
     out = args.out or paths.REPO_ROOT / "benchmarks" / "results" / f"{args.bench}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
