@@ -120,6 +120,15 @@ class TransformersChat:
     def footprint(self) -> Footprint:
         return self._footprint
 
+    def torch_module(self) -> torch.nn.Module | None:
+        """The weights the residency manager's warm tier moves between RAM and the GPU."""
+        return self._model
+
+    def release_cache(self) -> None:
+        """Drop the KV cache before a swap-out: it would otherwise stay on the GPU after the weights left."""
+        if self._model is not None:
+            self._reset_cache()
+
     def warmup(self) -> None:
         # two tokens: the prompt pass and one single-token decode step, so both paths' kernels are loaded
         for _ in self.stream([{"role": "user", "content": "Hi"}], GenParams(max_tokens=2, temperature=0),

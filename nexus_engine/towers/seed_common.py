@@ -248,5 +248,10 @@ class SeedTower:
     def footprint(self) -> Footprint:
         return self._footprint
 
+    def torch_module(self) -> torch.nn.Module | None:
+        """Every weight-holding module as one tree, for the residency manager's warm tier (one copy per swap)."""
+        mods = {k: m for k, m in self._modules.items() if isinstance(m, torch.nn.Module)}
+        return torch.nn.ModuleDict(mods) if mods else None
+
     def warmup(self) -> None:  # subclasses run one tiny real step
         pass

@@ -356,3 +356,18 @@ def _installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+
+
+def test_seed_tower_weights_swap_through_the_warm_tier(tiny: Any) -> None:
+    """A multi-module seed tower exposes all its weights as one tree the warm tier moves in one copy."""
+    from nexus_engine.residency.warm import WarmModule
+
+    tower = load(spec("image_encoder", "transformers", tiny("siglip2")))
+    texts = ["a photo of a cat", "a dog"]
+    before = tower.embed_texts(texts)
+    warm = WarmModule(tower.torch_module())
+    warm.to_host(pin=False)
+    warm.to_device("cpu")
+    warm.to_host()
+    assert torch.equal(tower.embed_texts(texts), before)
+    unload(tower)
