@@ -31,7 +31,7 @@ from nexus_engine.errors import ConfigError
 
 TOWER_KEYS = {
     "kind", "backend", "capabilities", "source", "quantization", "dtype", "device", "latency",
-    "trust_remote_code", "license", "description", "params", "context_length", "width", "options",
+    "trust_remote_code", "license", "description", "params", "expert_params", "context_length", "width", "options",
 }
 SOURCE_KEYS = {"package", "hub", "revision", "path", "file"}
 PROFILE_KEYS = {"description", "roles", "vram", "ram"}
@@ -182,7 +182,8 @@ def _tower(name: str, raw: Any, where: _Where) -> TowerSpec:
             raise where.error(table, "capabilities", f"unknown role {cap!r}{_suggest(str(cap), ROLES)}",
                               f"roles: {', '.join(ROLES)}")
     numbers: dict[str, int | None] = {}
-    for key, parse in (("params", parse_count), ("context_length", parse_count), ("width", parse_count)):
+    for key, parse in (("params", parse_count), ("expert_params", parse_count), ("context_length", parse_count),
+                       ("width", parse_count)):
         try:
             numbers[key] = parse(raw[key]) if key in raw else None
         except ValueError as e:
@@ -194,7 +195,8 @@ def _tower(name: str, raw: Any, where: _Where) -> TowerSpec:
         name=name, kind=kind, backend=backend, capabilities=tuple(caps), source=source, quantization=quant,
         dtype=raw.get("dtype", "auto"), device=raw.get("device", "cpu"), latency=raw.get("latency", "interactive"),
         trust_remote_code=trust, license=str(raw.get("license", "")), description=str(raw.get("description", "")),
-        params=numbers["params"], context_length=numbers["context_length"], width=numbers["width"],
+        params=numbers["params"], expert_params=numbers["expert_params"], context_length=numbers["context_length"],
+        width=numbers["width"],
         options=dict(options),
     )
 

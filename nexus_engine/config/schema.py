@@ -108,6 +108,7 @@ class TowerSpec:
     license: str = ""
     description: str = ""
     params: int | None = None  # total parameters (MoE: all experts), for estimates before the first load
+    expert_params: int | None = None  # MoE: parameters in routed experts (bitsandbytes leaves fused experts in bf16)
     context_length: int | None = None
     width: int | None = None  # hidden width, used by projectors to size the shared latent
     options: dict[str, Any] = field(default_factory=dict)  # backend-specific knobs (threads, gguf file…)

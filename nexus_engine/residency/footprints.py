@@ -71,8 +71,14 @@ def estimate(spec: TowerSpec) -> Estimate | None:
     if not spec.params:
         return None
     per = QUANT_BYTES_PER_PARAM[spec.quantization]
-    size = math.ceil(spec.params * per * MARGIN)
     bnb = spec.quantization in BNB_QUANTS and spec.backend in BNB_BACKENDS
+    experts = min(spec.expert_params or 0, spec.params) if bnb and spec.backend == "transformers" else 0
+    if experts:
+        # transformers 5 stores MoE experts as fused 3-D parameters and bitsandbytes quantizes only nn.Linear:
+        # the experts stay in the compute dtype (tests/engine/test_seed_loaders.py measures this on a tiny MoE)
+        float_per = FLOAT_BYTES.get(spec.dtype, CHECKPOINT_BYTES)
+        per = ((spec.params - experts) * per + experts * float_per) / spec.params
+    size = math.ceil(spec.params * per * MARGIN)
     # transformers keeps CPU-offloaded layers of a bitsandbytes model unquantized, in the compute dtype
     split_per = FLOAT_BYTES.get(spec.dtype, CHECKPOINT_BYTES) if bnb and spec.backend == "transformers" else per
     disk = spec.params * (CHECKPOINT_BYTES if bnb else per)

@@ -40,6 +40,10 @@ class LlamaCppChat:
         opts = spec.options
         self.n_threads = int(opts.get("n_threads") or 0) or default_threads()
         self.n_ctx = int(opts.get("n_ctx") or spec.context_length or 4096)
+        # gpu: every layer; offload: the layers models.toml names (the rest, MoE experts first, stay in RAM);
+        # cpu: none. A CPU-only llama.cpp build ignores the setting.
+        default_layers = {"cpu": 0, "gpu": 999, "offload": 0}[spec.device]
+        self.n_gpu_layers = int(opts.get("n_gpu_layers", default_layers))
 
     # ---------------------------------------------------------------------------------- lifecycle
     @property
@@ -63,7 +67,7 @@ class LlamaCppChat:
             cy.disable_logging()
             cy.ggml_backend_load_all()
             mp = cy.LlamaModelParams()
-            mp.n_gpu_layers = 0 if self.spec.device == "cpu" else 999
+            mp.n_gpu_layers = self.n_gpu_layers
             try:
                 model = cy.LlamaModel(str(path), mp)
             except Exception as e:  # the binding raises plain exceptions for unreadable files
