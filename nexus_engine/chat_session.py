@@ -11,6 +11,11 @@ EngineClient's reader thread, where the Turn updates itself and SQLite and then 
 
 Regenerate keeps the old answer: it is marked superseded by the new one (History.supersede), hidden from
 messages() and from the prompt, but still in the file, so nothing the user once saw is deleted.
+
+Attachments (files the user attached to a message) are stored with the user's message (History.add_attachment)
+and sent on that turn's ChatRequest as {"path", "kind", "mime"} references the worker can read; regenerating a
+turn sends the same files again. The caller validates and copies the files first (the app does it off the UI
+thread, see app/attachments.py): this module only records what it is given.
 """
 
 from __future__ import annotations
@@ -159,11 +164,16 @@ class ChatSession:
             self._check_idle()
             self.conversation_id = None
 
-    def send(self, text: str, on_event: EventCallback | None = None, **gen_params: Any) -> Turn:
+    def send(self, text: str, on_event: EventCallback | None = None,
+             attachments: list[dict[str, Any]] | None = None, **gen_params: Any) -> Turn:
         """Store `text` as the user's message and start the answer. gen_params: ChatRequest fields
-        (max_tokens, temperature, top_p, seed, stop, tower, role); None means the default."""
+        (max_tokens, temperature, top_p, seed, stop, tower, role); None means the default.
+
+        attachments: [{"path": absolute path, "kind": image|video|audio|file, "mime", "bytes", "sha256",
+        "meta": {...}}], stored with the message and referenced on the request."""
         if not text.strip():
             raise BadInputError("the message is empty", "type something to send")
+        files = [_attachment(a) for a in attachments or []]
         gen_params = _given(gen_params)
         with self._lock:
             self._check_idle()
@@ -172,6 +182,8 @@ class ChatSession:
                 if self.system_prompt:  # stored so the conversation reopens with the same instructions
                     self.history.add_message(self.conversation_id, "system", self.system_prompt)
             user_id = self.history.add_message(self.conversation_id, "user", text)
+            for a in files:
+                self.history.add_attachment(user_id, **a)
             return self._start(user_id, [], on_event, gen_params)
 
     def regenerate(self, message_id: int, on_event: EventCallback | None = None, **gen_params: Any) -> Turn:
@@ -207,7 +219,9 @@ class ChatSession:
                                              meta={"request_id": request_id, "owner_pid": os.getpid()})
         if supersede:
             self.history.supersede(supersede, answer_id)
-        request = ChatRequest(id=request_id, messages=self._context(), **gen_params)  # after supersede
+        files = [{"path": a.path, "kind": a.kind, "mime": a.mime} for a in self.history.attachments(user_id)]
+        request = ChatRequest(id=request_id, messages=self._context(), attachments=files,  # after supersede
+                              **gen_params)
         turn = Turn(self.history, request.id, answer_id, user_id, on_event)
         self._active = turn
         self.last_request = request
@@ -236,6 +250,18 @@ class ChatSession:
             else:
                 out.append({"role": m.role, "content": m.content})
         return out
+
+
+def _attachment(a: dict[str, Any]) -> dict[str, Any]:
+    """Check one attachment record before anything is stored (a bad one must not leave half a turn behind)."""
+    path = a.get("path")
+    if not isinstance(path, str) or not os.path.isabs(path):
+        raise BadInputError(f"an attachment needs an absolute path, got {path!r}")
+    allowed = ("path", "kind", "mime", "bytes", "sha256", "meta")
+    unknown = set(a) - set(allowed)
+    if unknown:
+        raise BadInputError(f"unknown attachment fields: {', '.join(sorted(unknown))}")
+    return {"kind": "file", **{k: a[k] for k in allowed if k in a}}
 
 
 def _given(gen_params: dict[str, Any]) -> dict[str, Any]:

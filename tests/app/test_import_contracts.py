@@ -16,11 +16,24 @@ def loaded_after(imports: str) -> set[str]:
     return set(proc.stdout.split())
 
 
-@pytest.mark.parametrize("module", ["app.main_window", "app.engine_bridge", "app.__main__", "nexus_engine.client",
-                                    "nexus_engine.chat_session"])
-def test_app_side_never_imports_torch(module: str) -> None:
-    loaded = loaded_after(f"import {module}")
-    assert not loaded & {"torch", "transformers", "diffusers", "cyllama"}, loaded
+def app_modules() -> list[str]:
+    import pkgutil
+
+    import app
+
+    return ["app", *(m.name for m in pkgutil.walk_packages(app.__path__, "app."))]
+
+
+def test_every_app_module_is_covered() -> None:
+    names = app_modules()
+    assert {"app.main_window", "app.engine_client", "app.attachments", "app.widgets.tower_monitor"} <= set(names)
+
+
+@pytest.mark.parametrize("modules", [app_modules(), ["nexus_engine.client", "nexus_engine.chat_session"]],
+                         ids=["all-app-modules", "client-side-engine-modules"])
+def test_app_side_never_imports_torch(modules: list[str]) -> None:
+    loaded = loaded_after("\n".join(f"import {m}" for m in modules))
+    assert not loaded & {"torch", "transformers", "diffusers", "accelerate", "bitsandbytes", "cyllama"}, loaded
 
 
 @pytest.mark.parametrize("module", ["nexus_engine.worker", "nexus_engine.engine", "nexus_engine.cli.main",

@@ -158,6 +158,25 @@ def test_regenerate_supersedes_the_old_answer(client: EngineClient, history: His
         session.regenerate(new.message_id)
 
 
+def test_attachments_are_stored_and_referenced(client: EngineClient, history: History, tmp_path: Path) -> None:
+    picture = tmp_path / "cat.png"
+    picture.write_bytes(b"\x89PNG not really")
+    record = {"path": str(picture), "kind": "image", "mime": "image/png", "bytes": 16, "sha256": "ab",
+              "meta": {"name": "cat.png", "width": 4}}
+    session = ChatSession(client, history)
+    with pytest.raises(BadInputError, match="absolute path"):
+        session.send("look", attachments=[{**record, "path": "cat.png"}])
+    assert session.conversation_id is None  # a bad attachment stores nothing
+    turn = session.send("What is in this picture?", attachments=[record], max_tokens=8)
+    assert turn.wait(60) == "done"
+    assert session.last_request.attachments == [{"path": str(picture), "kind": "image", "mime": "image/png"}]
+    (stored,) = history.attachments(turn.user_message_id)
+    assert (stored.path, stored.kind, stored.sha256, stored.meta) == (str(picture), "image", "ab", record["meta"])
+    again = session.regenerate(turn.message_id, max_tokens=8)  # the same files go with the regenerated turn
+    assert again.wait(60) == "done"
+    assert session.last_request.attachments == [{"path": str(picture), "kind": "image", "mime": "image/png"}]
+
+
 def test_engine_error_is_stored_with_its_hint(client: EngineClient, history: History) -> None:
     session = ChatSession(client, history)
     turn = session.send("hello", tower="no-such-tower")

@@ -1,0 +1,261 @@
+"""Check, decode and store files the user attaches: images (Pillow), videos (PyAV) and audio (PyAV).
+
+Everything here runs on a pool thread (see `app/tasks.py`), never on the UI thread: decoding a large JPEG or
+opening a video can take longer than a frame. Each file is fully checked before it is accepted (an image is
+decoded, a video must yield a frame, audio must yield samples) so the engine never receives a file it would
+choke on, and every refusal is an AttachmentError whose text names the file and says what to do.
+
+Accepted files are copied into the data folder under their content hash (`attachments/<sha256>.<ext>`): the
+worker reads them from there, the history keeps pointing at them after the original is moved or deleted, and
+attaching the same file twice stores it once. Pasted images, which have no file, are saved there as PNG.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageFile, UnidentifiedImageError
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QImage, QPainter
+
+MAX_PIXELS = 50_000_000  # 50 MP: a 200 MP image would take ~600 MB decoded, and no tower needs it
+MAX_BYTES = 4 * 1024**3
+THUMB = 160  # thumbnail edge, pixels
+AUDIO_PEAKS_S = 30.0  # seconds of audio drawn in the waveform thumbnail
+IMAGE_EXT = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+VIDEO_EXT = {".mp4", ".m4v", ".mkv", ".webm", ".mov", ".avi", ".mpg", ".mpeg"}
+AUDIO_EXT = {".wav", ".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac"}
+ACCEPTED = ("images (PNG, JPEG, WebP, GIF, BMP, TIFF), videos (MP4, MKV, WebM, MOV, AVI) "
+            "and audio (WAV, MP3, FLAC, OGG, M4A)")
+
+
+class AttachmentError(Exception):
+    """A file that cannot be attached; str() is the message shown inline under the composer."""
+
+
+@dataclass
+class Attachment:
+    path: str  # the stored copy the worker reads (absolute)
+    kind: str  # image | video | audio
+    name: str  # the original file name, shown on the chip
+    mime: str | None
+    bytes: int
+    sha256: str
+    meta: dict[str, Any] = field(default_factory=dict)  # width/height, duration_s, frames, fps, sample_rate
+    thumbnail: QImage | None = None
+
+    def record(self) -> dict[str, Any]:
+        """What ChatSession.send stores with the message (history.add_attachment's fields)."""
+        return {"path": self.path, "kind": self.kind, "mime": self.mime, "bytes": self.bytes,
+                "sha256": self.sha256, "meta": {"name": self.name, **self.meta}}
+
+
+def kind_of(path: Path) -> str | None:
+    ext = path.suffix.lower()
+    if ext in IMAGE_EXT:
+        return "image"
+    if ext in VIDEO_EXT:
+        return "video"
+    if ext in AUDIO_EXT:
+        return "audio"
+    return None
+
+
+def inspect(path: str | Path, store: Path) -> Attachment:
+    """Check and decode one file, copy it into `store`; raises AttachmentError with a clear message."""
+    p = Path(path)
+    name = p.name or str(p)
+    if not p.exists():
+        raise AttachmentError(f"{name}: the file does not exist (was it moved?)")
+    if p.is_dir():
+        raise AttachmentError(f"{name}: is a folder; attach the files inside it instead")
+    kind = kind_of(p)
+    if kind is None:
+        ext = p.suffix or "(no extension)"
+        raise AttachmentError(f"{name}: unsupported file type {ext}. Nexus accepts {ACCEPTED}.")
+    size = p.stat().st_size
+    if size == 0:
+        raise AttachmentError(f"{name}: the file is empty")
+    if size > MAX_BYTES:
+        raise AttachmentError(f"{name}: {size / 1024**3:.1f} GiB is more than the {MAX_BYTES // 1024**3} GiB limit")
+    decode = {"image": _image, "video": _video, "audio": _audio}[kind]
+    meta, thumb = decode(p, name)
+    stored, sha = _store(p, store)
+    return Attachment(str(stored), kind, name, mimetypes.guess_type(p.name)[0], size, sha, meta, thumb)
+
+
+def thumbnail_for(path: str | Path, kind: str) -> QImage:
+    """The chip/bubble thumbnail of a stored attachment (a conversation reopened from the history)."""
+    p = Path(path)
+    decode = {"image": _image, "video": _video, "audio": _audio}.get(kind)
+    if decode is None:
+        raise AttachmentError(f"{p.name}: no preview for {kind} files")
+    if not p.exists():
+        raise AttachmentError(f"{p.name}: the stored copy is gone")
+    return decode(p, p.name)[1]
+
+
+def inspect_pasted(image: QImage, store: Path) -> Attachment:
+    """A pasted image has no file: write it as PNG, then check and store it like any other."""
+    if image.isNull():
+        raise AttachmentError("the pasted image could not be read")
+    store.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=store, prefix=".pasted-", suffix=".png")
+    os.close(fd)
+    try:
+        if not image.save(tmp, "PNG"):
+            raise AttachmentError("the pasted image could not be saved")
+        found = inspect(tmp, store)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    found.name = "pasted image.png"
+    return found
+
+
+# ------------------------------------------------------------------------------------------- decoders
+def _image(p: Path, name: str) -> tuple[dict[str, Any], QImage]:
+    ImageFile.LOAD_TRUNCATED_IMAGES = False  # a damaged image must fail here, not show half a picture
+    try:
+        with Image.open(p) as im:
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise AttachmentError(_too_big(name, w * h))
+            fmt = im.format or "image"
+            frames = getattr(im, "n_frames", 1)
+            im.load()  # decode fully: a truncated file fails here, not in the engine
+            thumb = im.copy()
+    except Image.DecompressionBombError as e:  # Pillow refuses to even open > ~179 MP
+        raise AttachmentError(_too_big(name, _pixels_in(str(e)))) from e
+    except UnidentifiedImageError as e:
+        raise AttachmentError(f"{name}: not a readable image (the file is damaged or not really an image)") from e
+    except OSError as e:
+        raise AttachmentError(f"{name}: the image is damaged or incomplete ({e}); save or download it again") from e
+    thumb.thumbnail((THUMB, THUMB))
+    return {"width": w, "height": h, "format": fmt, "frames": frames}, _qimage(thumb)
+
+
+def _video(p: Path, name: str) -> tuple[dict[str, Any], QImage]:
+    import av  # imported here: PyAV loads FFmpeg's libraries, only needed once a video is attached
+
+    try:
+        with av.open(str(p)) as container:
+            if not container.streams.video:
+                raise AttachmentError(f"{name}: the file has no video frames (no video stream)")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            frame = next(container.decode(stream), None)
+            if frame is None:
+                raise AttachmentError(f"{name}: the video has no frames")
+            duration = (container.duration or 0) / 1_000_000
+            fps = float(stream.average_rate) if stream.average_rate else None
+            meta = {"width": frame.width, "height": frame.height, "duration_s": round(duration, 3),
+                    "fps": fps, "frames": stream.frames or (round(duration * fps) if fps else None),
+                    "codec": stream.codec_context.name}
+            thumb = frame.to_image()
+    except AttachmentError:
+        raise
+    except EOFError as e:  # FFmpeg found a header but the file ends before any frame
+        raise AttachmentError(f"{name}: the video has no frames (the file ends before the first one)") from e
+    except (av.FFmpegError, OSError, ValueError) as e:
+        raise AttachmentError(f"{name}: not a readable video ({e})") from e
+    thumb.thumbnail((THUMB, THUMB))
+    return meta, _qimage(thumb)
+
+
+def _audio(p: Path, name: str) -> tuple[dict[str, Any], QImage]:
+    import av
+    import numpy as np
+
+    peaks: list[float] = []
+    try:
+        with av.open(str(p)) as container:
+            if not container.streams.audio:
+                raise AttachmentError(f"{name}: the file has no audio stream")
+            stream = container.streams.audio[0]
+            rate = stream.rate or 0
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=8000)
+            seen = 0.0
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    samples = out.to_ndarray().reshape(-1)
+                    peaks.extend(np.abs(samples).reshape(-1)[:: 80].tolist())  # ~100 values per second
+                    seen += out.samples / 8000
+                if seen >= AUDIO_PEAKS_S:
+                    break
+            duration = (container.duration or 0) / 1_000_000 or seen
+    except AttachmentError:
+        raise
+    except EOFError as e:
+        raise AttachmentError(f"{name}: the audio file has no samples") from e
+    except (av.FFmpegError, OSError, ValueError) as e:
+        raise AttachmentError(f"{name}: not a readable audio file ({e})") from e
+    if not peaks:
+        raise AttachmentError(f"{name}: the audio file has no samples")
+    return {"duration_s": round(duration, 3), "sample_rate": rate}, _waveform(peaks)
+
+
+# -------------------------------------------------------------------------------------------- helpers
+def _too_big(name: str, pixels: int | None) -> str:
+    size = f"{pixels / 1e6:.0f} megapixels" if pixels else "too many pixels"
+    return (f"{name}: the image is {size}; the limit is {MAX_PIXELS // 1_000_000} megapixels. "
+            "Scale it down first.")
+
+
+def _pixels_in(message: str) -> int | None:
+    digits = message.split("(", 1)[-1].split(" ", 1)[0]
+    return int(digits) if digits.isdigit() else None
+
+
+def _qimage(im: Image.Image) -> QImage:
+    """A Pillow image -> a QImage that owns its pixels (QImage is safe to build off the UI thread)."""
+    rgba = im.convert("RGBA")
+    data = rgba.tobytes("raw", "RGBA")
+    return QImage(data, rgba.width, rgba.height, rgba.width * 4, QImage.Format.Format_RGBA8888).copy()
+
+
+def _waveform(peaks: list[float]) -> QImage:
+    img = QImage(THUMB, THUMB // 2, QImage.Format.Format_ARGB32)
+    img.fill(QColor(40, 44, 52))
+    painter = QPainter(img)
+    painter.setPen(Qt.PenStyle.NoPen)
+    painter.setBrush(QColor(97, 175, 239))
+    bars = 64
+    step = max(1, len(peaks) // bars)
+    top = max(max(peaks), 1e-6)
+    mid = img.height() / 2
+    for i in range(bars):
+        chunk = peaks[i * step:(i + 1) * step] or [0.0]
+        h = max(1.0, max(chunk) / top * (mid - 4))
+        painter.drawRect(int(i * img.width() / bars), int(mid - h), max(1, img.width() // bars - 1), int(2 * h))
+    painter.end()
+    return img
+
+
+def _store(src: Path, store: Path) -> tuple[Path, str]:
+    """Copy `src` to store/<sha256><ext> and return it with the hash. A copy, not a link: the original may be
+    edited or deleted later, and the conversation must keep showing what was sent."""
+    digest = hashlib.sha256()
+    with src.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    sha = digest.hexdigest()
+    store.mkdir(parents=True, exist_ok=True)
+    dest = store / f"{sha}{src.suffix.lower()}"
+    if dest.exists():
+        return dest.resolve(), sha
+    fd, tmp = tempfile.mkstemp(dir=store, prefix=".incoming-")
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)  # atomic: the worker never sees half a file
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest.resolve(), sha
