@@ -18,6 +18,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from nexus_engine import generation
 from nexus_engine.config import load_models_toml
 from nexus_engine.engine import Engine
 from nexus_engine.errors import ConfigError, NexusError, ProtocolError
@@ -27,6 +28,7 @@ from nexus_engine.protocol import (
     ChatRequest,
     Done,
     Error,
+    GenerateRequest,
     Hello,
     LoadTower,
     Message,
@@ -55,6 +57,7 @@ class Worker:
         self._running: str | None = None
         self._handlers: dict[type[Message], Callable[[Any, threading.Event], dict[str, Any]]] = {
             ChatRequest: lambda m, c: self.engine.chat(m, self.send, c),
+            GenerateRequest: lambda m, c: generation.generate(self.engine, m, self.send, c),
             LoadTower: self._load,
             UnloadTower: self._unload,
         }

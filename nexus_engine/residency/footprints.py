@@ -62,14 +62,35 @@ def _file_bytes(spec: TowerSpec) -> int | None:
         return None
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".onnx", ".bin", ".pt", ".pth")
+
+
+def _folder_bytes(spec: TowerSpec) -> int | None:
+    """Weight bytes in a local folder (a whole diffusers pipeline included): the size of a tower declared
+    without `params`, which is how most users add their own model."""
+    from nexus_engine import weights
+
+    try:
+        root = weights.resolve(spec)
+    except (NexusError, OSError):
+        return None
+    files = [root] if root.is_file() else [p for p in root.rglob("*") if p.suffix in WEIGHT_SUFFIXES]
+    total = sum(p.stat().st_size for p in files if p.is_file())
+    return total or None
+
+
 def estimate(spec: TowerSpec) -> Estimate | None:
-    """Bytes before the first load; None when the spec gives no way to know (no params, no local file)."""
+    """Bytes before the first load; None when the spec gives no way to know (no params, no local weights)."""
     file_bytes = _file_bytes(spec) if spec.quantization == "gguf" else None
     if file_bytes:
         size = math.ceil(file_bytes * MARGIN)
         return Estimate(size, size, size, file_bytes, f"GGUF file {file_bytes / 1e9:.2f} GB × {MARGIN:.2f}")
     if not spec.params:
-        return None
+        on_disk = _folder_bytes(spec) if spec.source.kind != "hub" else None
+        if not on_disk:
+            return None
+        size = math.ceil(on_disk * MARGIN)  # loaded as stored: the files' dtype is the best guess we have
+        return Estimate(size, size, size, on_disk, f"weight files {on_disk / 1e9:.2f} GB × {MARGIN:.2f}")
     per = QUANT_BYTES_PER_PARAM[spec.quantization]
     bnb = spec.quantization in BNB_QUANTS and spec.backend in BNB_BACKENDS
     experts = min(spec.expert_params or 0, spec.params) if bnb and spec.backend == "transformers" else 0

@@ -31,6 +31,7 @@ from nexus_engine.towers.seed_common import BNB, FLOATS, SeedTower, load_errors,
 
 OnStep = Callable[[int, int], None]
 ShouldStop = Callable[[], bool]
+OnPreview = Callable[[int, Any], None]  # (step, PIL image)
 DEFAULT_QUANTIZED = ("text_encoder_3",)  # SD3's T5-XXL: 4.7B of the pipeline's 7.7B parameters
 
 
@@ -95,16 +96,24 @@ class DiffusersTower(SeedTower):
             return "cuda:0"
         return "cpu"
 
-    def _run(self, call: dict[str, Any], steps: int, on_step: OnStep | None, should_stop: ShouldStop | None) -> Any:
-        """Run the pipeline with a per-step callback; CancelledError when `should_stop` says so between steps."""
+    def _run(self, call: dict[str, Any], steps: int, on_step: OnStep | None, should_stop: ShouldStop | None,
+             on_preview: OnPreview | None = None, preview_every: int = 0) -> Any:
+        """Run the pipeline with a per-step callback; CancelledError when `should_stop` says so between steps.
+        With `on_preview`, every `preview_every` steps the current latents are decoded into a small image."""
         pipe = self._need("pipe")
         done = 0
+        if on_preview is not None and preview_every > 0:
+            call["callback_on_step_end_tensor_inputs"] = ["latents"]
 
         def step_end(_pipe: Any, i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             nonlocal done
             done = i + 1
             if on_step is not None:
                 on_step(done, steps)
+            if on_preview is not None and preview_every > 0 and done % preview_every == 0 and done < steps:
+                image = self._preview(tensors.get("latents"))
+                if image is not None:
+                    on_preview(done, image)
             if should_stop is not None and should_stop() and done < steps:
                 raise _Stop
             return tensors
@@ -119,6 +128,19 @@ class DiffusersTower(SeedTower):
         finally:
             if hasattr(pipe, "maybe_free_model_hooks"):
                 pipe.maybe_free_model_hooks()  # offloaded components go back to RAM even after a stop
+
+    def _preview(self, latents: Any) -> Any:
+        """Latents -> a PIL image through the pipeline's own VAE (SD3: unscale and unshift first); None when the
+        pipeline has no image VAE. Costs one VAE decode, which is why previews come every N steps."""
+        pipe = self._need("pipe")
+        vae = getattr(pipe, "vae", None)
+        if latents is None or vae is None or latents.ndim != 4 or not hasattr(pipe, "image_processor"):
+            return None
+        cfg = vae.config
+        z = latents[:1] / getattr(cfg, "scaling_factor", 1.0) + (getattr(cfg, "shift_factor", None) or 0.0)
+        with torch.inference_mode():
+            decoded = vae.decode(z.to(vae.dtype), return_dict=False)[0]
+        return pipe.image_processor.postprocess(decoded, output_type="pil")[0]
 
     def _generator(self, seed: int | None) -> torch.Generator | None:
         if seed is None:

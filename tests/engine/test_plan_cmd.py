@@ -108,3 +108,17 @@ def test_moe_experts_under_bitsandbytes_are_estimated_unquantized() -> None:
     # fused experts stay bf16: 2 B/param for 28B of the 30B, not 0.5625
     assert estimate(bnb).gpu_bytes == pytest.approx((2e9 * 0.5625 + 28e9 * 2) * MARGIN, rel=1e-3)
     assert estimate(dense).gpu_bytes == pytest.approx(30e9 * 0.5625 * MARGIN, rel=1e-3)
+
+
+def test_a_tower_declared_without_params_is_sized_from_its_files(tmp_path: Path) -> None:
+    from nexus_engine.config.schema import Source, TowerSpec
+    from nexus_engine.residency.footprints import estimate
+
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "model.safetensors").write_bytes(b"\0" * 3000)
+    (tmp_path / "vae.safetensors").write_bytes(b"\0" * 1000)
+    (tmp_path / "README.md").write_text("not weights")
+    spec = TowerSpec(name="mine", kind="image_gen", backend="diffusers", capabilities=(),
+                     source=Source(path=str(tmp_path)), quantization="fp16")
+    est = estimate(spec)
+    assert est is not None and est.disk_bytes == 4000 and est.gpu_bytes == pytest.approx(4000 * MARGIN, abs=1)

@@ -1,0 +1,141 @@
+"""Image and video generation requests: validate, hold the tower through the residency manager, stream
+progress (step, total, ETA, optional previews), and save the result with its recipe.
+
+Generation is background work: it yields between steps when an interactive request (voice, chat) needs its
+memory, and a cancel stops it between steps. Images are PNGs with prompt, seed, steps and model in their text
+chunks; videos are MP4s (H.264 when this FFmpeg build has it, else MPEG-4 Part 2).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nexus_engine import paths
+from nexus_engine.errors import BadInputError, CancelledError, ModelMissingError
+from nexus_engine.protocol import GenerateRequest, Progress
+
+if TYPE_CHECKING:
+    from nexus_engine.engine import Emit, Engine
+
+MAX_SIDE = 2048
+MAX_STEPS = 200
+HOWTO = ('declare a diffusers pipeline in your models.toml override, e.g.\n'
+         '[towers.my-sd3]\nkind = "image_gen"\ncapabilities = ["imagination"]\n'
+         'source = { path = "/models/stable-diffusion-3-medium-diffusers" }\nquantization = "bf16"\n'
+         'device = "gpu"\nlatency = "background"\n\n[profiles.starter.roles]\nimagination = "my-sd3"')
+
+
+def output_dir() -> Path:
+    folder = paths.data_dir() / "generated"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def check(req: GenerateRequest) -> None:
+    if req.kind not in ("image", "video"):
+        raise BadInputError(f"unknown generation kind {req.kind!r}", "use image or video")
+    if req.kind == "image" and not req.prompt.strip():
+        raise BadInputError("describe the image to generate: the prompt is empty")
+    if req.kind == "video" and not req.image and not req.prompt.strip():
+        raise BadInputError("give the video an input image (or a prompt, for text-to-video pipelines)")
+    if not (16 <= req.width <= MAX_SIDE and 16 <= req.height <= MAX_SIDE):
+        raise BadInputError(f"size {req.width}x{req.height} is out of range", f"use 16 to {MAX_SIDE} pixels a side")
+    if req.width % 8 or req.height % 8:
+        raise BadInputError(f"size {req.width}x{req.height}: width and height must be multiples of 8")
+    if not 1 <= req.steps <= MAX_STEPS:
+        raise BadInputError(f"steps must be 1 to {MAX_STEPS}, got {req.steps}")
+    if req.image and not Path(req.image).is_file():
+        raise BadInputError(f"input image {req.image} does not exist")
+
+
+def generate(engine: Engine, req: GenerateRequest, emit: Emit, cancel: threading.Event) -> dict[str, Any]:
+    check(req)
+    role = "imagination" if req.kind == "image" else "video"
+    try:
+        name = engine.tower_name(req.tower, role)
+    except ModelMissingError as e:
+        raise ModelMissingError(f"no {req.kind} generation tower is installed in profile {engine.profile!r}",
+                                HOWTO) from e
+    with engine.residency.acquire((name,), "background", emit=emit, request_id=req.id) as lease:
+        tower = lease.tower(name)
+        t0 = time.perf_counter()
+        stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{req.id}"
+
+        def on_step(done: int, total: int) -> None:
+            elapsed = time.perf_counter() - t0
+            eta = elapsed / done * (total - done) if done else None
+            emit(Progress(id=req.id, step=done, total=total, eta_s=eta, message=f"step {done}/{total}"))
+
+        def on_preview(done: int, image: Any) -> None:
+            path = output_dir() / f"{stem}-preview-{done}.png"
+            image.save(path)
+            emit(Progress(id=req.id, step=done, total=req.steps, message="preview", preview=str(path)))
+
+        def should_stop() -> bool:
+            return cancel.is_set() or lease.should_yield()
+
+        try:
+            if req.kind == "image":
+                result = tower.generate(req.prompt, req.negative_prompt, steps=req.steps, seed=req.seed,
+                                        size=(req.width, req.height), on_step=on_step, should_stop=should_stop,
+                                        on_preview=on_preview, preview_every=req.preview_every)
+                path = save_png(result, output_dir() / f"{stem}.png", req, name)
+            else:
+                frames = tower.generate(_load_image(req.image), req.prompt, req.negative_prompt, steps=req.steps,
+                                        seed=req.seed, size=(req.width, req.height), frames=req.frames,
+                                        on_step=on_step, should_stop=should_stop)
+                path = save_mp4(frames, output_dir() / f"{stem}.mp4")
+        except CancelledError:
+            finish = "preempted" if lease.should_yield() and not cancel.is_set() else "cancelled"
+            return {"finish": finish, "tower": name, "total_ms": (time.perf_counter() - t0) * 1000}
+    return {"finish": "done", "path": str(path), "tower": name, "seed": req.seed, "steps": req.steps,
+            "total_ms": (time.perf_counter() - t0) * 1000}
+
+
+def _load_image(path: str | None) -> Any:
+    if not path:
+        return None
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, UnidentifiedImageError) as e:
+        raise BadInputError(f"cannot read the input image {path}: {e}") from e
+
+
+def save_png(image: Any, path: Path, req: GenerateRequest, tower: str) -> Path:
+    """The image with its recipe in PNG text chunks, so it can be reproduced (like ComfyUI/A1111 do)."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for key, value in (("prompt", req.prompt), ("negative_prompt", req.negative_prompt), ("seed", req.seed),
+                       ("steps", req.steps), ("size", f"{req.width}x{req.height}"), ("model", tower),
+                       ("software", "Nexus")):
+        info.add_text(key, "" if value is None else str(value))
+    image.save(path, pnginfo=info)
+    return path
+
+
+def save_mp4(frames: list[Any], path: Path, fps: int = 7) -> Path:
+    import av
+    import numpy as np
+
+    if not frames:
+        raise BadInputError("the video model returned no frames")
+    with av.open(str(path), mode="w") as out:
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        stream = out.add_stream(codec, rate=fps)
+        first = np.asarray(frames[0].convert("RGB"))
+        stream.height, stream.width = first.shape[0] // 2 * 2, first.shape[1] // 2 * 2  # yuv420 needs even sides
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            rgb = np.asarray(frame.convert("RGB"))[: stream.height, : stream.width]
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
