@@ -24,7 +24,7 @@ die() { printf '\033[1;31m[nexus setup]\033[0m %s\n' "$*" >&2; exit 1; }
 # ------------------------------------------------------------------------------------------ system packages
 APT_RUNTIME="libxkbcommon0 libegl1 libgl1 libfontconfig1 libglib2.0-0 libdbus-1-3 libxkbcommon-x11-0 libxcb-cursor0
   libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-render-util0 libxcb-shape0 libxcb-randr0 libxcb-xkb1
-  libportaudio2 espeak-ng ffmpeg"
+  libportaudio2 espeak-ng ffmpeg libspeexdsp1"
 APT_TEST="xvfb xauth pulseaudio pulseaudio-utils sox"
 apt_install() {
   local missing=()

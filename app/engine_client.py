@@ -27,7 +27,7 @@ import psutil
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from nexus_engine.client import EngineClient, Listener, RequestHandle
-from nexus_engine.protocol import Hello, Message
+from nexus_engine.protocol import Hello, Message, VoiceControl, VoiceStart, VoiceStop
 
 log = logging.getLogger("nexus.app.engine")
 STARTING, READY, CRASHED, RESTARTED, FAILED, STOPPED = "starting", "ready", "crashed", "restarted", "failed", "stopped"
@@ -116,6 +116,21 @@ class QtEngine(QObject):
 
     def cancel(self, request_id: str) -> None:
         self.client.cancel(request_id)
+
+    # ---------------------------------------------------------------------------------------- voice
+    def voice_start(self, settings: dict[str, Any], on_error: Callable[[Exception], None] | None = None) -> str:
+        """Start a call on the worker's audio devices (VoiceStart fields); returns the call id, which every voice
+        event of the call carries (they arrive through `event`)."""
+        request = VoiceStart(**settings)
+        self.submit(request, on_error=on_error)
+        return request.id
+
+    def voice_control(self, **changes: Any) -> None:
+        """Mute, barge-in, push-to-talk or persona of the running call (a control message: acts at once)."""
+        self.call(self.client.submit, VoiceControl(**changes))
+
+    def voice_stop(self) -> None:
+        self.call(self.client.submit, VoiceStop())
 
     # ------------------------------------------------------------------------------------ listening
     def _on_message(self, msg: Message) -> None:

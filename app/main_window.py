@@ -38,6 +38,7 @@ from app.widgets.chat import ChatView, MessageWidget
 from app.widgets.composer import Composer
 from app.widgets.conversations import ConversationList
 from app.widgets.generation import GenerationPanel
+from app.widgets.media_search import MediaSearch
 from app.widgets.settings import SettingsDialog
 from app.widgets.tower_monitor import TowerMonitor
 from app.widgets.voice import VoicePanel
@@ -47,7 +48,17 @@ from nexus_engine.config.schema import ModelsConfig
 from nexus_engine.config.units import parse_bytes
 from nexus_engine.errors import NexusError, WorkerCrashedError
 from nexus_engine.history import History
-from nexus_engine.protocol import Done, Error, GenerateRequest, Message, RouteEvent, TokenChunk
+from nexus_engine.protocol import (
+    Done,
+    Error,
+    GenerateRequest,
+    Message,
+    Progress,
+    RouteEvent,
+    SearchRequest,
+    TokenChunk,
+)
+from nexus_engine.vision.index import history_media
 
 log = logging.getLogger("nexus.app")
 RENDER_MS = 40  # streamed text is re-rendered at most this often (tokens arrive far faster)
@@ -76,6 +87,14 @@ def final_status(msg: Message) -> tuple[str, str | None]:
     if msg.code == "cancelled":
         return "cancelled", None
     return "error", msg.message + (f"\nhint: {msg.hint}" if msg.hint else "")
+
+
+def progress_text(msg: Progress) -> str:
+    """The note under an answer while perception or a render runs."""
+    if msg.message.startswith("step ") and msg.total:
+        eta = f" · {msg.eta_s:.0f} s left" if msg.eta_s is not None else ""
+        return f"drawing: step {msg.step}/{msg.total}{eta} (Esc stops)"
+    return f"{msg.message}…" if msg.message else ""
 
 
 class MainWindow(QMainWindow):
@@ -110,6 +129,7 @@ class MainWindow(QMainWindow):
         self.generation = GenerationPanel(self.config, self.profile, paths.user_models_toml())
         self.monitor = TowerMonitor(self._monitor_model())
         self.voice = VoicePanel(s.mic, s.hands_free, s.barge_in)
+        self.search = MediaSearch()
         chat_tab = QWidget()
         chat_layout = QVBoxLayout(chat_tab)
         chat_layout.addWidget(self.chat, 1)
@@ -119,6 +139,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.generation, "Generate")
         self.tabs.addTab(self.monitor, "Monitor")
         self.tabs.addTab(self.voice, "Voice")
+        self.tabs.addTab(self.search, "Search")
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.conversations)
         split.addWidget(self.tabs)
@@ -162,6 +183,7 @@ class MainWindow(QMainWindow):
         e.event.connect(self._on_engine_event)
         e.event.connect(self.monitor.on_message)
         e.event.connect(self.generation.on_event)
+        e.event.connect(self.search.on_event)
         e.request_sent.connect(self.monitor.on_request)
         e.status.connect(self.monitor.on_status)
         e.sample.connect(self.monitor.on_sample)
@@ -170,6 +192,7 @@ class MainWindow(QMainWindow):
         # generation
         self.generation.generate_requested.connect(self._on_generate)
         self.generation.cancel_requested.connect(e.cancel)
+        self.search.search_requested.connect(self._on_search)
         # voice, menu, rendering
         self.voice.toggles_changed.connect(self._on_voice_toggles)
         self.settings_action.triggered.connect(self._on_settings)
@@ -260,6 +283,8 @@ class MainWindow(QMainWindow):
             tv.dirty = True
             if not self._render_timer.isActive():
                 self._render_timer.start()
+        elif isinstance(msg, Progress):
+            tv.answer.set_progress(progress_text(msg))
         elif isinstance(msg, Done | Error):
             self._finish_turn(key, tv, msg)
 
@@ -362,12 +387,17 @@ class MainWindow(QMainWindow):
         self.banner.hide()
         self.engine.start()
 
-    def _on_generate(self, req: GenerateRequest) -> None:
+    def _on_generate(self, req: GenerateRequest | SearchRequest) -> None:
         def failed(err: Exception) -> None:  # engine-calls thread: answer like the worker would
             self.engine.event.emit(Error(id=req.id, code=getattr(err, "code", "internal_error"),
                                          message=getattr(err, "message", str(err)), hint=getattr(err, "hint", "")))
 
         self.engine.submit(req, on_error=failed)
+
+    def _on_search(self, query: str) -> None:
+        req = SearchRequest(query=query, paths=history_media(self.history))
+        self.search.current = req.id
+        self._on_generate(req)  # the same submit-with-error-event path
 
     # ------------------------------------------------------------------------------------- settings
     def _on_settings(self) -> None:

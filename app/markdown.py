@@ -6,6 +6,9 @@ changed while an answer streams: earlier segments keep their text and are not re
 
 A fence still open at the end of a streamed text is a code segment with closed=False, so code shows up as code
 while it is being written instead of as prose that jumps once the closing fence arrives.
+
+A line that is only a local image, `![caption](/path/to/file.png)` (how the engine answers "draw …"), is an
+image segment: text = the path, lang = the caption; the view shows the picture inline with its caption.
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ from dataclasses import dataclass
 
 # CommonMark: up to 3 spaces of indent, then ``` or ~~~ (3 or more), then an optional info string
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})\s*([^`\s]*)[^`]*$")
+_IMAGE = re.compile(r"^!\[(?P<caption>[^\]]*)\]\((?P<path>/[^)]+\.(?:png|jpe?g|webp|gif))\)\s*$", re.I)
 
 
 @dataclass(frozen=True)
 class Segment:
-    kind: str  # "text" | "code"
+    kind: str  # "text" | "code" | "image"
     text: str
     lang: str = ""
     closed: bool = True
@@ -35,9 +39,13 @@ def split_segments(markdown: str) -> list[Segment]:
     for line in markdown.split("\n"):
         if not fence:
             m = _FENCE.match(line)
+            image = _IMAGE.match(line)
             if m:
                 _flush_prose(out, prose)
                 fence, lang, code = m.group(1), m.group(2), []
+            elif image:
+                _flush_prose(out, prose)
+                out.append(Segment("image", image.group("path"), image.group("caption")))
             else:
                 prose.append(line)
             continue

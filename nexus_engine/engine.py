@@ -18,8 +18,10 @@ from nexus_engine.errors import BadInputError, ModelMissingError, PromptTooLongE
 from nexus_engine.protocol import ChatRequest, Message, ResidencyEvent, TokenChunk
 from nexus_engine.residency.footprints import FootprintStore
 from nexus_engine.residency.manager import Lease, ResidencyManager, machine_budget
+from nexus_engine.routing import Routing
 from nexus_engine.towers.base import SAMPLING_DEFAULTS, ChatTower, GenParams, Tower
 from nexus_engine.towers.chat_format import StopMatcher, check_messages
+from nexus_engine.vision import chat as vision_chat
 
 Emit = Callable[[Message], None]
 
@@ -31,6 +33,7 @@ class Engine:
         self.profile = config.profile(profile).name
         self._residency = residency
         self._lock = threading.Lock()
+        self.routing = Routing(self)
 
     @property
     def residency(self) -> ResidencyManager:
@@ -80,6 +83,10 @@ class Engine:
         check_messages(req.messages)
         if req.max_tokens < 1:
             raise BadInputError(f"max_tokens must be at least 1, got {req.max_tokens}")
+        req = self.routing.resolve(req, emit)  # role "auto": the router picks (and the app sees why)
+        handler = vision_chat.route(self, req)  # attachments, "draw …": vision/chat.py
+        if handler is not None:
+            return handler(self, req, emit, cancel)
         name = self.tower_name(req.tower, req.role)
         with self.residency.acquire((name,), emit=emit, request_id=req.id) as lease:
             emit(ResidencyEvent(id=req.id, snapshot=self.residency.snapshot()))  # the monitor shows "running"

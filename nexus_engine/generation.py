@@ -8,6 +8,7 @@ chunks; videos are MP4s (H.264 when this FFmpeg build has it, else MPEG-4 Part 2
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 MAX_SIDE = 2048
 MAX_STEPS = 200
+MAX_PROMPT_CHARS = 2000  # CLIP reads 77 tokens and SD3's T5 256: a longer prompt is silently cut
 HOWTO = ('declare a diffusers pipeline in your models.toml override, e.g.\n'
          '[towers.my-sd3]\nkind = "image_gen"\ncapabilities = ["imagination"]\n'
          'source = { path = "/models/stable-diffusion-3-medium-diffusers" }\nquantization = "bf16"\n'
@@ -39,6 +41,9 @@ def check(req: GenerateRequest) -> None:
         raise BadInputError(f"unknown generation kind {req.kind!r}", "use image or video")
     if req.kind == "image" and not req.prompt.strip():
         raise BadInputError("describe the image to generate: the prompt is empty")
+    if len(req.prompt) > MAX_PROMPT_CHARS:
+        raise BadInputError(f"the prompt is {len(req.prompt)} characters; the limit is {MAX_PROMPT_CHARS}",
+                            "the text encoders read only the first few hundred tokens: shorten it")
     if req.kind == "video" and not req.image and not req.prompt.strip():
         raise BadInputError("give the video an input image (or a prompt, for text-to-video pipelines)")
     if not (16 <= req.width <= MAX_SIDE and 16 <= req.height <= MAX_SIDE):
@@ -53,6 +58,8 @@ def check(req: GenerateRequest) -> None:
 
 def generate(engine: Engine, req: GenerateRequest, emit: Emit, cancel: threading.Event) -> dict[str, Any]:
     check(req)
+    if req.seed is None:  # always a concrete seed, so the saved recipe and the caption can reproduce the image
+        req.seed = random.randrange(2**31)
     role = "imagination" if req.kind == "image" else "video"
     try:
         name = engine.tower_name(req.tower, role)

@@ -87,7 +87,7 @@ class ChatRequest(Message):
     type_name: ClassVar[str] = "chat"
     messages: list[dict[str, str]] = field(default_factory=list)
     tower: str | None = None  # a tower name; None: the profile's tower for `role`
-    role: str = "reasoning"
+    role: str = "auto"  # "auto": the router decides (and sends a RouteEvent); else a role name
     max_tokens: int = 512
     temperature: float | None = None  # None: the tower's default (models.toml options), else 0.7
     top_p: float | None = None
@@ -296,3 +296,132 @@ def decode(data: bytes) -> Message:
 
 def message_types() -> dict[str, type[Message]]:
     return dict(_REGISTRY)
+
+
+# ------------------------------------------------------------------------------------ vision (issue 8)
+@dataclass
+class DescribeRequest(Message):
+    """Describe an image or video (`path`), or answer `question` about it. Progress while frames are read and
+    looked at; the answer streams as TokenChunks; Done carries the description (`stats["description"]`)."""
+
+    type_name: ClassVar[str] = "describe"
+    path: str = ""
+    question: str = ""
+    max_tokens: int = 256
+    index: bool = True  # add it to the media search index too
+
+
+@dataclass
+class SearchRequest(Message):
+    """Find indexed images and videos matching `query` (or looking like the image at `like`). `paths` are
+    indexed first if they are not yet (the client passes the history's attachments). Done carries
+    `stats["results"]`: [{"path", "kind", "score", "description"}], best first."""
+
+    type_name: ClassVar[str] = "search"
+    query: str = ""
+    like: str = ""
+    paths: list[str] = field(default_factory=list)
+    limit: int = 10
+    kind: str = ""  # "", image or video
+
+
+# ------------------------------------------------------------------------------------- voice (issue 6)
+@dataclass
+class VoiceStart(Message):
+    """Start a spoken conversation on the worker's audio devices (CONTROL: answered while other work runs; the
+    call runs on its own threads). Events carry this id: VoiceState, VoiceLevel, Transcript, VoiceReply; the
+    call ends with Done (stats: turns, latencies) after VoiceStop, or Error (no microphone, …)."""
+
+    type_name: ClassVar[str] = "voice_start"
+    tier: ClassVar[str] = CONTROL
+    persona: str = ""  # system prompt; "" = the default voice persona
+    conversation_id: int | None = None  # continue this chat (spoken turns appear in it); None = a new one
+    input_device: str = ""  # a device name (or part of it); "" = the system default
+    output_device: str = ""
+    asr: str | None = None  # tower names; None = the profile's hearing / speech / persona towers
+    tts: str | None = None
+    llm: str | None = None
+    voice: str | None = None  # a speaker name for TTS towers that have several
+    barge_in: bool = True
+    push_to_talk: bool = False  # False: hands-free (the VAD finds the turns)
+    aec: bool = True
+    max_tokens: int = 120
+    turn: dict[str, float] = field(default_factory=dict)  # TurnConfig overrides (thresholds, hangover, …)
+    history: str = ""  # the chat history file the turns go to (the app's); "" = the default one
+
+
+@dataclass
+class VoiceStop(Message):
+    type_name: ClassVar[str] = "voice_stop"
+    tier: ClassVar[str] = CONTROL
+
+
+@dataclass
+class VoiceControl(Message):
+    """Change the running call at once; None leaves a setting as it is. ptt: the push-to-talk button is down."""
+
+    type_name: ClassVar[str] = "voice_control"
+    tier: ClassVar[str] = CONTROL
+    mute: bool | None = None
+    barge_in: bool | None = None
+    ptt: bool | None = None
+    persona: str | None = None
+
+
+@dataclass
+class TranscribeRequest(Message):
+    """Transcribe an audio file. long=True: chunked, with Progress and timestamped Transcript segments as it
+    goes (hour-long files; Cancel stops between chunks). Done stats: text, duration_s, segments (long)."""
+
+    type_name: ClassVar[str] = "transcribe"
+    path: str = ""
+    long: bool = False
+    tower: str | None = None  # None: the profile's hearing_long (long) or hearing tower
+
+
+@dataclass
+class VoiceState(Message):
+    """connecting | listening | hearing (the user speaks) | thinking | speaking | muted | reconnecting | error
+    | ended, with a sentence for the user."""
+
+    type_name: ClassVar[str] = "voice_state"
+    state: str = "listening"
+    detail: str = ""
+    conversation_id: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class VoiceLevel(Message):
+    """The microphone after echo cancellation, ~10 times a second: level in dBFS and speech probability."""
+
+    type_name: ClassVar[str] = "voice_level"
+    db: float = -100.0
+    speech: float = 0.0
+    clipping: bool = False
+
+
+@dataclass
+class Transcript(Message):
+    """What the user said: partial (while speaking) or final (the turn's text, stored as a chat message)."""
+
+    type_name: ClassVar[str] = "transcript"
+    text: str = ""
+    final: bool = False
+    segments: list[dict[str, Any]] = field(default_factory=list)  # start/end seconds + text (files)
+    message_id: int | None = None
+    conversation_id: int | None = None
+
+
+@dataclass
+class VoiceReply(Message):
+    """A piece of Nexus's spoken answer as it is spoken; final=True ends the answer (status done|cancelled|
+    error, stats: the turn's latency breakdown in ms)."""
+
+    type_name: ClassVar[str] = "voice_reply"
+    text: str = ""
+    final: bool = False
+    status: str = ""
+    message_id: int | None = None
+    conversation_id: int | None = None
+    stats: dict[str, Any] = field(default_factory=dict)

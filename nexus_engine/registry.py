@@ -24,6 +24,14 @@ LOADERS: dict[tuple[str, str], str] = {
     ("tts", "transformers"): "nexus_engine.towers.tts_hf:QwenTTS",
     ("image_gen", "diffusers"): "nexus_engine.towers.image_gen:ImageGenTower",
     ("video_gen", "diffusers"): "nexus_engine.towers.video_gen:VideoGenTower",
+    # starter perception towers (docs/vision.md)
+    ("image_encoder", "efficientnet"): "nexus_engine.towers.perception_starter:EfficientNetTower",
+    ("ocr", "rapidocr"): "nexus_engine.towers.perception_starter:RapidOcrTower",
+    ("embedder", "sentence_transformers"): "nexus_engine.towers.perception_starter:SentenceEmbedder",
+    # starter voice towers (docs/voice.md)
+    ("asr", "faster_whisper"): "nexus_engine.towers.asr_whisper:FasterWhisperASR",
+    ("tts", "piper_onnx"): "nexus_engine.towers.tts_piper:PiperVoice",
+    ("vad", "silero"): "nexus_engine.towers.vad_silero:SileroVAD",
 }
 
 

@@ -476,3 +476,48 @@ def tiny_svd_dir(path: Path, seed: int = 0) -> Path:
                                                                                 size={"shortest_edge": 32}))
     pipe.save_pretrained(path, safe_serialization=True)
     return path
+
+
+# ------------------------------------------------------------------------------------ NIWT profiling lab
+def tiny_llama_with_identity(identity: int = 2, layers: int = 6, hidden: int = 32, vocab: int = 128,
+                             seed: int = 0) -> Any:
+    """tiny_llama whose layer `identity` is an exact identity: its attention output projection and MLP down
+    projection are zero, so the residual stream passes through unchanged. The other layers get weights 4x
+    the default init so each of them changes the logits measurably."""
+    import torch
+
+    model = tiny_llama(hidden=hidden, layers=layers, vocab=vocab, seed=seed)
+    with torch.no_grad():
+        for i, layer in enumerate(model.model.layers):
+            for p in layer.parameters():
+                if p.dim() == 2:
+                    p.mul_(0.0 if i == identity and p is layer.self_attn.o_proj.weight else 4.0)
+            if i == identity:
+                layer.self_attn.o_proj.weight.zero_()
+                layer.mlp.down_proj.weight.zero_()
+    return model
+
+
+def tiny_lm_task(vocab: int = 128, windows: int = 6, window: int = 16, batch: int = 3, seed: int = 0,
+                 name: str = "text") -> Any:
+    """An LMTask over random token windows (no tokenizer needed), for the tiny models above."""
+    import torch
+
+    from nexus_engine.research.niwt.metrics import Batch, LMTask
+
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (windows, window), generator=g)
+    keep = torch.arange(window // 2, window - 1)
+    batches = [Batch(x, keep, x[:, keep + 1], torch.ones(len(x), len(keep), dtype=torch.bool))
+               for x in ids.split(batch)]
+    return LMTask(name, batches, f"random-{seed}", f"{windows} random windows")
+
+
+def low_rank_activations(n: int = 512, dim: int = 48, rank: int = 5, seed: int = 0) -> Any:
+    """[n, dim] float32 activations of exact rank `rank` (random factors, features on different scales)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, rank, generator=g)
+    w = torch.randn(rank, dim, generator=g) * torch.logspace(-1, 1, dim)  # standardizing must not change rank
+    return z @ w + 3.0

@@ -26,6 +26,7 @@ from nexus_engine.protocol import (
     CONTROL,
     Cancel,
     ChatRequest,
+    DescribeRequest,
     Done,
     Error,
     GenerateRequest,
@@ -34,13 +35,17 @@ from nexus_engine.protocol import (
     Message,
     Ping,
     Pong,
+    SearchRequest,
     Shutdown,
     Started,
     Status,
     StatusRequest,
+    TranscribeRequest,
     UnloadTower,
     decode,
 )
+from nexus_engine.vision import service as vision_service
+from nexus_engine.voice import service as voice_service
 
 log = logging.getLogger("nexus.worker")
 
@@ -55,9 +60,13 @@ class Worker:
         self._queued: set[str] = set()  # ids waiting in the queue; guarded by _state_lock
         self._state_lock = threading.Lock()
         self._running: str | None = None
+        self.voice = voice_service.VoiceService(engine, self.send)  # calls run on their own threads
         self._handlers: dict[type[Message], Callable[[Any, threading.Event], dict[str, Any]]] = {
             ChatRequest: lambda m, c: self.engine.chat(m, self.send, c),
             GenerateRequest: lambda m, c: generation.generate(self.engine, m, self.send, c),
+            DescribeRequest: lambda m, c: vision_service.describe(self.engine, m, self.send, c),
+            SearchRequest: lambda m, c: vision_service.search(self.engine, m, self.send, c),
+            TranscribeRequest: lambda m, c: voice_service.transcribe(self.engine, m, self.send, c),
             LoadTower: self._load,
             UnloadTower: self._unload,
         }
@@ -95,6 +104,7 @@ class Worker:
                     self._cancels[msg.id] = threading.Event()
                     self._queued.add(msg.id)
                 self._jobs.put(msg)
+        self.voice.close()
         for ev in list(self._cancels.values()):
             ev.set()
         self._jobs.put(None)
@@ -116,6 +126,8 @@ class Worker:
         elif isinstance(msg, StatusRequest):
             self.send(Status(id=msg.id, busy=self._running, queued=len(self._queued), towers=self.engine.status(),
                              residency=self.engine.residency_snapshot()))
+        elif isinstance(msg, voice_service.VOICE_MESSAGES):
+            self.voice.handle(msg)
         elif isinstance(msg, Shutdown):
             return True
         return False

@@ -86,6 +86,36 @@ class CodeBlock(QFrame):
         self.copy_button.setText("Copied")
 
 
+class ImageBlock(QFrame):
+    """A generated image inline in an answer, with its caption (model · seed · steps) under it."""
+
+    MAX_SIDE = 384
+
+    def __init__(self, segment: Segment, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("imageBlock")
+        self.picture = QLabel()
+        self.caption = QLabel(objectName="msgInfo", textInteractionFlags=SELECTABLE)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.picture)
+        layout.addWidget(self.caption)
+        self.update_segment(segment)
+
+    def update_segment(self, segment: Segment) -> None:
+        self.segment = segment
+        pixmap = QPixmap(segment.text)
+        if pixmap.isNull():
+            self.picture.setText(f"(the image {segment.text} is missing)")
+        else:
+            if max(pixmap.width(), pixmap.height()) > self.MAX_SIDE:
+                pixmap = pixmap.scaled(self.MAX_SIDE, self.MAX_SIDE, Qt.AspectRatioMode.KeepAspectRatio,
+                                       Qt.TransformationMode.SmoothTransformation)
+            self.picture.setPixmap(pixmap)
+        self.picture.setToolTip(segment.text)
+        self.caption.setText(segment.lang)
+
+
 class MessageWidget(QFrame):
     """One message. Assistant messages stream (set_text), end with a status, and show per-message info."""
 
@@ -153,6 +183,8 @@ class MessageWidget(QFrame):
     def _append(self, seg: Segment) -> None:
         if seg.kind == "code":
             widget: QWidget = CodeBlock(seg)
+        elif seg.kind == "image":
+            widget = ImageBlock(seg)
         else:
             fmt = Qt.TextFormat.PlainText if self.role == "user" else Qt.TextFormat.MarkdownText
             widget = QLabel(textFormat=fmt, wordWrap=True, textInteractionFlags=SELECTABLE, openExternalLinks=True)
@@ -164,7 +196,7 @@ class MessageWidget(QFrame):
 
     @staticmethod
     def _update(widget: QWidget, seg: Segment) -> None:
-        if isinstance(widget, CodeBlock):
+        if isinstance(widget, CodeBlock | ImageBlock):
             widget.update_segment(seg)
         else:
             assert isinstance(widget, QLabel)
@@ -205,6 +237,14 @@ class MessageWidget(QFrame):
         info = format_info(stats or {}, route)
         self.info.setText(info)
         self.info.setVisible(bool(info))
+
+    def set_progress(self, text: str) -> None:
+        """A running step shown under the answer ("describing image 1/2", "drawing: step 3/28 · 12 s left")."""
+        self.note.setObjectName("msgInfo")
+        self.note.style().unpolish(self.note)
+        self.note.style().polish(self.note)
+        self.note.setText(text)
+        self.note.setVisible(bool(text))
 
     def set_regenerate_visible(self, visible: bool) -> None:
         self.regen_button.setVisible(visible and self.role == "assistant" and self.message_id is not None)

@@ -1,16 +1,23 @@
-"""The voice panel: microphone level meter, state (idle / listening / thinking / speaking), push-to-talk,
-hands-free and barge-in toggles, and the live transcript.
+"""The voice panel: microphone level meter, call state, a call / hang-up button, mute, push-to-talk, hands-free
+and barge-in toggles, and the live transcript.
 
-The duplex pipeline (VAD ▸ ASR ▸ LLM ▸ TTS) is its own issue and does not exist yet; until it does the panel
-says so, and only the meter is live: it opens the real microphone through sounddevice while the panel is
-visible (or hands-free is on) and closes it otherwise. `set_state` and `append_transcript` are the slots the
-pipeline's events will drive. Without PortAudio or without an input device the panel says which.
+The duplex loop (VAD ▸ ASR ▸ LLM ▸ TTS, nexus_engine/voice/) runs in the engine worker, which owns the
+microphone and the speaker during a call; the panel only sends controls (QtEngine.voice_start / voice_control /
+voice_stop) and draws the call's events: VoiceState drives `set_state`, VoiceLevel the meter, Transcript
+(partial, then final) and VoiceReply the transcript. Spoken turns are stored in the chat history by the worker;
+`conversation_updated` tells the window to show them. Outside a call the meter opens the microphone itself
+(sounddevice) while the panel is visible, so the user can check it. Without PortAudio or without an input
+device the panel says which; a call that cannot start says why (no microphone, a missing model).
+
+`attach(engine, context)` connects the panel to the engine; `context()` returns the persona and the open
+conversation for a new call. A panel nobody attached finds the engine on its window when first shown.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QTimer, Signal
@@ -28,10 +35,13 @@ from PySide6.QtWidgets import (
 
 from app.tasks import run_async
 
-STATES = {"idle": "#8b929e", "listening": "#98c379", "thinking": "#d19a66", "speaking": "#61afef"}
+STATES = {"idle": "#8b929e", "listening": "#98c379", "hearing": "#b5e48c", "thinking": "#d19a66",
+          "speaking": "#61afef", "muted": "#8b929e", "connecting": "#d19a66", "reconnecting": "#e5c07b",
+          "error": "#e06c75", "ended": "#8b929e"}
 FLOOR_DB = -60.0
-PIPELINE_NOTE = ("The duplex voice pipeline (speech in, spoken answers out) is not built yet: push-to-talk and "
-                 "hands-free only drive the microphone meter for now, and nothing is transcribed.")
+PIPELINE_NOTE = ("Start a call to talk with Nexus: hands-free (it listens all the time, and you can interrupt it) "
+                 "or push-to-talk. What you both say appears in the chat.")
+NO_ENGINE_NOTE = "Calls need the engine; the meter below shows the microphone."
 
 
 class Microphone:
@@ -84,6 +94,7 @@ class Microphone:
 
 class VoicePanel(QWidget):
     toggles_changed = Signal(bool, bool)  # hands-free, barge-in (saved in the settings)
+    conversation_updated = Signal(int)  # a spoken turn was stored in this conversation
 
     def __init__(self, mic_name: str = "", hands_free: bool = False, barge_in: bool = True,
                  parent: QWidget | None = None) -> None:
@@ -92,6 +103,12 @@ class VoicePanel(QWidget):
         self.mic = Microphone()
         self.available: bool | None = None  # None: not checked yet
         self.state = "idle"
+        self.engine: Any = None
+        self.context: Callable[[], dict[str, Any]] = dict
+        self.call_id: str | None = None
+        self.call_button = QPushButton("Start call", enabled=False)
+        self.mute = QPushButton("Mute", checkable=True, enabled=False, toolTip="Mute the microphone for Nexus")
+        self.partial = QLabel("", objectName="muted", wordWrap=True)
         self.state_label = QLabel(objectName="stateLabel")
         self.meter = QProgressBar(textVisible=True, minimum=0, maximum=int(-FLOOR_DB))
         self.meter.setFormat("mic level")
@@ -102,7 +119,7 @@ class VoicePanel(QWidget):
         self.hands_free = QCheckBox("Hands-free (always listening)", checked=hands_free)
         self.barge_in = QCheckBox("Barge-in (interrupt Nexus by speaking)", checked=barge_in)
         self.transcript = QPlainTextEdit(readOnly=True, placeholderText="The live transcript appears here.")
-        note = QLabel(PIPELINE_NOTE, objectName="hint", wordWrap=True)
+        self.note = QLabel(NO_ENGINE_NOTE, objectName="hint", wordWrap=True)
         meter_row = QHBoxLayout()
         meter_row.addWidget(QLabel("Microphone"))
         meter_row.addWidget(self.meter, 1)
@@ -110,6 +127,8 @@ class VoicePanel(QWidget):
         device_row.addWidget(self.device_label, 1)
         device_row.addWidget(self.retry)
         toggles = QHBoxLayout()
+        toggles.addWidget(self.call_button)
+        toggles.addWidget(self.mute)
         toggles.addWidget(self.ptt)
         toggles.addWidget(self.hands_free)
         toggles.addWidget(self.barge_in)
@@ -119,27 +138,121 @@ class VoicePanel(QWidget):
         layout.addLayout(meter_row)
         layout.addLayout(device_row)
         layout.addLayout(toggles)
-        layout.addWidget(note)
+        layout.addWidget(self.note)
         layout.addWidget(QLabel("Transcript", objectName="muted"))
         layout.addWidget(self.transcript, 1)
+        layout.addWidget(self.partial)
         self._meter_timer = QTimer(self, interval=33)
         self._meter_timer.timeout.connect(self._on_meter)
-        self.ptt.pressed.connect(lambda: self._on_listen(True))
-        self.ptt.released.connect(lambda: self._on_listen(self.hands_free.isChecked()))
+        self.ptt.pressed.connect(lambda: self._on_ptt(True))
+        self.ptt.released.connect(lambda: self._on_ptt(False))
         self.hands_free.toggled.connect(self._on_hands_free)
-        self.barge_in.toggled.connect(lambda _: self.toggles_changed.emit(self.hands_free.isChecked(),
-                                                                          self.barge_in.isChecked()))
+        self.barge_in.toggled.connect(self._on_barge_in)
+        self.call_button.clicked.connect(self._on_call_button)
+        self.mute.toggled.connect(lambda on: self._control(mute=on))
         self.retry.clicked.connect(self.check_devices)
         self.set_state("idle")
 
     # ----------------------------------------------------------------------------------- pipeline API
-    def set_state(self, state: str) -> None:
+    def set_state(self, state: str, detail: str = "") -> None:
         self.state = state if state in STATES else "idle"
-        self.state_label.setText(self.state.capitalize())
+        text = self.state.capitalize()
+        self.state_label.setText(f"{text} — {detail}" if detail and detail.lower() != self.state else text)
         self.state_label.setStyleSheet(f"color: {STATES[self.state]};")
 
     def append_transcript(self, who: str, text: str) -> None:
         self.transcript.appendPlainText(f"{who}: {text}")
+
+    # -------------------------------------------------------------------------------------------- calls
+    def attach(self, engine: Any, context: Callable[[], dict[str, Any]] | None = None) -> None:
+        """Drive calls through `engine` (app.engine_client.QtEngine); `context()` gives the persona and the
+        conversation a new call continues."""
+        if self.engine is not None:
+            return
+        self.engine = engine
+        self.context = context or dict
+        engine.event.connect(self.on_event)
+        self.call_button.setEnabled(True)
+        self.note.setText(PIPELINE_NOTE)
+
+    def start_call(self) -> None:
+        if self.engine is None or self.call_id is not None:
+            return
+        self._close_mic()  # the worker opens the microphone for the call
+        ctx = self.context()
+        settings = {"persona": ctx.get("persona") or "", "conversation_id": ctx.get("conversation_id"),
+                    "input_device": self.mic_name or "", "barge_in": self.barge_in.isChecked(),
+                    "push_to_talk": not self.hands_free.isChecked(), "history": str(ctx.get("history") or "")}
+        self.call_id = self.engine.voice_start(settings)
+        self.call_button.setText("Hang up")
+        self.mute.setEnabled(True)
+        self.set_state("connecting", "loading the voice models")
+
+    def end_call(self) -> None:
+        if self.engine is not None and self.call_id is not None:
+            self.engine.voice_stop()
+
+    def on_event(self, msg: Any) -> None:
+        """Every engine event (UI thread); only the running call's are drawn."""
+        if self.call_id is None or getattr(msg, "id", None) != self.call_id:
+            return
+        kind = msg.type_name
+        if kind == "voice_state":
+            self.set_state(msg.state, msg.detail)
+        elif kind == "voice_level":
+            self.meter.setValue(int(max(FLOOR_DB, msg.db) - FLOOR_DB))
+            self.meter.setFormat("clipping: lower the microphone gain" if msg.clipping else "%v dB above silence")
+        elif kind == "transcript":
+            if msg.final:
+                self.partial.setText("")
+                self.append_transcript("you", msg.text)
+                if msg.conversation_id is not None:
+                    self.conversation_updated.emit(msg.conversation_id)
+            else:
+                self.partial.setText(f"… {msg.text}")
+        elif kind == "voice_reply":
+            if msg.text:
+                self.append_transcript("nexus", msg.text)
+            elif msg.final:
+                if msg.status == "cancelled":
+                    self.transcript.appendPlainText("[interrupted]")
+                if msg.conversation_id is not None:
+                    self.conversation_updated.emit(msg.conversation_id)
+        elif kind in ("done", "error"):
+            self._call_ended(msg.message if kind == "error" else "", getattr(msg, "hint", ""))
+
+    def _call_ended(self, error: str, hint: str) -> None:
+        self.call_id = None
+        self.call_button.setText("Start call")
+        self.mute.setChecked(False)
+        self.mute.setEnabled(False)
+        self.partial.setText("")
+        if error:
+            self.set_state("error", error + (f" ({hint})" if hint else ""))
+        else:
+            self.set_state("idle")
+        if self.isVisible():
+            self._open_mic()
+
+    def _on_call_button(self) -> None:
+        if self.call_id is None:
+            self.start_call()
+        else:
+            self.end_call()
+
+    def _control(self, **changes: Any) -> None:
+        if self.engine is not None and self.call_id is not None:
+            self.engine.voice_control(**changes)
+
+    def _on_ptt(self, down: bool) -> None:
+        if self.call_id is not None:
+            self._control(ptt=down)
+        else:
+            self._on_listen(down or self.hands_free.isChecked())
+
+    def _on_barge_in(self, on: bool) -> None:
+        self._control(barge_in=on)
+        self.toggles_changed.emit(self.hands_free.isChecked(), on)
 
     # --------------------------------------------------------------------------------------- devices
     def check_devices(self) -> None:
@@ -169,7 +282,7 @@ class VoicePanel(QWidget):
         self.meter.setFormat("no audio")
 
     def _open_mic(self) -> None:
-        if self.available and not self.mic.open_now:
+        if self.available and not self.mic.open_now and self.call_id is None:
             run_async(lambda: self.mic.open(self.mic_name), self._on_opened,
                       lambda e: self.device_label.setText(f"Could not open the microphone: {e}"), owner=self)
 
@@ -201,6 +314,7 @@ class VoicePanel(QWidget):
 
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
+        self._attach_to_window()
         if self.available is None:
             self.check_devices()
         else:
@@ -211,6 +325,32 @@ class VoicePanel(QWidget):
         if not self.hands_free.isChecked():  # the microphone is open only while someone can see the meter
             self._close_mic()
 
+    def _attach_to_window(self) -> None:
+        """Without an explicit attach(), use the main window's engine, persona and open conversation."""
+        win = self.window()
+        engine = getattr(win, "engine", None)
+        if self.engine is not None or engine is None or not hasattr(engine, "voice_start"):
+            return
+
+        def context() -> dict[str, Any]:
+            settings, controller = getattr(win, "settings", None), getattr(win, "controller", None)
+            history = getattr(getattr(win, "history", None), "path", "")
+            return {"persona": getattr(settings, "persona", ""), "history": str(history),
+                    "conversation_id": getattr(controller, "conversation_id", None)}
+
+        def show(conversation_id: int) -> None:  # the chat tab follows the call's conversation
+            controller = getattr(win, "controller", None)
+            if controller is None:
+                return
+            if controller.conversation_id != conversation_id and not controller.busy:
+                win._on_open_conversation(conversation_id)
+            elif controller.conversation_id == conversation_id:
+                win._on_conversation_changed(conversation_id)
+
+        self.attach(engine, context)
+        self.conversation_updated.connect(show)
+
     def shutdown(self) -> None:
+        self.end_call()
         self._meter_timer.stop()
         self.mic.close()

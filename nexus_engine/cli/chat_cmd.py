@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     where.add_argument("--conversation", type=int, help="continue conversation ID")
     p.add_argument("--list", action="store_true", help="list saved conversations and exit")
     p.add_argument("--tower", help="use this tower instead of the profile's choice")
-    p.add_argument("--role", default="reasoning", help="role whose tower answers (default: reasoning)")
+    p.add_argument("--role", help="role whose tower answers (default: the router decides)")
     p.add_argument("--system", help="system prompt for a new conversation")
     p.add_argument("--max-tokens", type=int, default=512)
     p.add_argument("--temperature", type=float, help="default: the tower's setting in models.toml")

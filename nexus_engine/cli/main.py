@@ -19,6 +19,15 @@ COMMANDS = (
     "nexus_engine.cli.doctor_cmd",
     "nexus_engine.cli.plan_cmd",
     "nexus_engine.cli.bench_cmd",
+    "nexus_engine.cli.route_cmd",
+    "nexus_engine.cli.router_cmd",
+    "nexus_engine.cli.describe_cmd",
+    "nexus_engine.cli.imagine_cmd",
+    "nexus_engine.cli.animate_cmd",
+    "nexus_engine.cli.search_cmd",
+    "nexus_engine.cli.transcribe_cmd",
+    "nexus_engine.cli.talk_cmd",
+    "nexus_engine.cli.profile_cmd",
 )
 
 

@@ -56,6 +56,7 @@ class TransformersChat:
         self._logits_kw: dict[str, int] = {}
         self._device = torch.device("cpu")
         self._footprint = Footprint()
+        self._collapsed: dict[str, Any] = {}  # what options.bitmask removed (research/niwt/collapse.py)
         opts = spec.options
         self.n_threads = int(opts.get("n_threads") or 0) or default_threads()
         self._n_ctx = int(opts.get("n_ctx") or spec.context_length or 0)
@@ -93,9 +94,15 @@ class TransformersChat:
             details["note"] = note
         details.update(measured, device=str(self._device), dtype=str(model.dtype).removeprefix("torch."),
                        quantization=self.spec.quantization, n_threads=self.n_threads, n_ctx=self.context_length)
+        if self._collapsed:
+            details["bitmask"] = {k: self._collapsed[k] for k in ("removed", "layers_before", "layers_after")}
         return LoadInfo(ms=sw.ms, origin=origin, details=details)
 
     def _install(self, model: Any, tok: Any) -> None:
+        if self.spec.options.get("bitmask"):  # a NIWT feature bitmask: its skipped layers leave the forward
+            from nexus_engine.research.niwt.collapse import collapse_model
+
+            self._collapsed = collapse_model(model, Path(str(self.spec.options["bitmask"])).expanduser())
         model.eval()
         self._model, self._tok = model, tok
         self._device = model.get_input_embeddings().weight.device
@@ -116,6 +123,11 @@ class TransformersChat:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+    @property
+    def tokenizer(self) -> Any:
+        """The loaded tokenizer (None before load): research tools score text with it."""
+        return self._tok
 
     def footprint(self) -> Footprint:
         return self._footprint

@@ -45,7 +45,7 @@ def test_monitor_follows_residency_events_of_a_real_request(window: Any, qtbot: 
     mon.redraw()
     assert mon.events.rowCount() >= 2 and mon.events.item(0, 2).text() == "load"
     routes = list(mon.model.routes)
-    assert routes and routes[-1].towers == [TOWER] and not routes[-1].from_router
+    assert routes and routes[-1].towers == [TOWER] and routes[-1].from_router and routes[-1].reason  # the router
     assert mon.routes.item(0, 2).text() == TOWER
     assert mon.curves["ram"].getData()[1] is not None and max(mon.curves["rss"].getData()[1]) > 50
 
