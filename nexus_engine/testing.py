@@ -36,6 +36,28 @@ def _smollm2_tokenizer() -> Any:
     return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
 
 
+def tower_toml(name: str, kind: str, path: Path, capability: str, *, latency: str = "background",
+               device: str | None = None, backend: str | None = None, options: dict[str, Any] | None = None) -> str:
+    """A `[towers.NAME]` table (fp32, local folder) for a user models.toml in tests; `starter_roles` maps roles
+    to it. Kept as text on purpose: the tests read it through the real TOML loader and validator."""
+    lines = [f"[towers.{name}]", f'kind = "{kind}"']
+    if backend:
+        lines.append(f'backend = "{backend}"')
+    lines += [f'capabilities = ["{capability}"]', f'source = {{ path = "{path}" }}', 'quantization = "fp32"',
+              'dtype = "fp32"', f'latency = "{latency}"']
+    if device:
+        lines.append(f'device = "{device}"')
+    if options:
+        lines += ["", f"[towers.{name}.options]", *(f"{k} = {v!r}" for k, v in options.items())]
+    return "\n".join(lines) + "\n\n"
+
+
+def starter_roles(**roles: str | list[str]) -> str:
+    """The `[profiles.starter.roles]` table: role = tower name (or a list of names)."""
+    body = "".join(f"{role} = {tower!r}\n".replace("'", '"') for role, tower in roles.items())
+    return "[profiles.starter.roles]\n" + body
+
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
 
 

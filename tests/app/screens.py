@@ -3,8 +3,9 @@
   chat.png        a question about a dropped COCO image, answered by the starter model
   monitor.png     the tower monitor after two routed requests (an unload between them, so both a load and an
                   unload show with their bytes and milliseconds)
-  generate.png    the generation panel mid-progress: a tiny real diffusers pipeline, declared as the starter
-                  profile's imagination tower in models.toml and run by tests/app/tiny_generate.py
+  generate.png    the generation panel mid-progress: a tiny random-weight SD3 pipeline (built from configs by
+                  nexus_engine.testing), declared as the starter profile's imagination tower in models.toml and
+                  run by the real worker
   voice.png       the voice panel (meter or "no microphone")
 
     python -m tests.app.screens OUT_DIR COCO_IMAGE     (prints a JSON report on its last line)
@@ -18,7 +19,6 @@ import json
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,11 @@ from app.settings import AppSettings
 from nexus_engine import paths
 from nexus_engine.config import load_config
 from nexus_engine.history import History
-from nexus_engine.protocol import UnloadTower, decode
+from nexus_engine.protocol import UnloadTower
+from nexus_engine.testing import starter_roles, tower_toml
 from tests.app.qt_helpers import drop
+
+STEPS = 20  # each step sends a decoded preview: seconds in all, long enough to photograph mid-run
 
 
 def wait(app: QApplication, cond: Any, timeout: float, what: str) -> None:
@@ -65,37 +68,25 @@ def ask(app: QApplication, window: MainWindow, text: str) -> Any:
     return window.chat.messages[-1]
 
 
-def declare_tiny_pipeline(folder: Path) -> None:
-    """Map the starter profile's imagination role to a tiny diffusers folder in the user's models.toml, so the
-    panel sees an installed tower (the worker reads the same file but gets no generate request: see below)."""
+def declare_tiny_pipeline(folder: Path) -> subprocess.Popen[bytes]:
+    """Map the starter profile's imagination role to a tiny SD3 folder in the user's models.toml (before the
+    worker starts, so it reads the same file), and build that folder in a child process: importing torch and
+    saving the pipeline overlap with the chat part, and this process stays torch-free like the app."""
     override = paths.user_models_toml()
     text = override.read_text() if override.exists() else ""
-    override.write_text(text + f"""
-[towers.tiny-ddpm]
-kind = "image_gen"
-backend = "diffusers"
-description = "A tiny random-weight DDPM pipeline (tests only)"
-capabilities = ["imagination"]
-source = {{ path = "{folder}" }}
-quantization = "fp32"
-device = "cpu"
-latency = "background"
-
-[profiles.starter.roles]
-imagination = "tiny-ddpm"
-""")
+    override.write_text(text + "\n" + tower_toml("tiny-sd3", "image_gen", folder, "imagination", device="cpu",
+                                                  backend="diffusers") + starter_roles(imagination="tiny-sd3"))
+    code = "import sys; from pathlib import Path; from nexus_engine.testing import tiny_sd3_dir; " \
+           "tiny_sd3_dir(Path(sys.argv[1]))"
+    return subprocess.Popen([sys.executable, "-c", code, str(folder)])
 
 
 def main(out: Path, image: Path) -> dict[str, Any]:
     for old in ("data", "generations"):  # a fresh history every run: the screenshots show this run only
         shutil.rmtree(out / old, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    pipeline = out / "tiny-ddpm"
-    declare_tiny_pipeline(pipeline)
-    # started first: importing torch and saving the pipeline overlap with the chat part
-    feeder = subprocess.Popen([sys.executable, "-m", "tests.app.tiny_generate", "--pipeline", str(pipeline), "--out",
-                               str(out / "generations"), "--hold-at", "14"], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    pipeline = out / "tiny-sd3"
+    builder = declare_tiny_pipeline(pipeline)
     app = QApplication(sys.argv[:1])
     theme.apply(app, "dark")
     settings = AppSettings(data_dir=str(out / "data"), max_tokens=60)
@@ -135,38 +126,31 @@ def main(out: Path, image: Path) -> dict[str, Any]:
                          "ram_used": model.budget.ram_used, "source": model.budget.source}
     shoot(app, window, out / "monitor.png")
 
-    # 3. generation mid-progress: the panel's own request, answered by the tiny pipeline stand-in
+    # 3. generation mid-progress: the panel's own request, answered by the worker on the tiny pipeline
     panel = window.generation
     window.tabs.setCurrentWidget(panel)
-    wait(app, lambda: (pipeline / ".ready").exists(), 120, "the tiny pipeline to be saved")
+    wait(app, lambda: builder.poll() is not None, 120, "the tiny pipeline to be saved")
+    if builder.returncode != 0:
+        raise RuntimeError(f"building the tiny pipeline failed ({builder.returncode})")
     panel.refresh_availability()
     wait(app, lambda: panel.notice.isHidden(), 10, "the panel to see the declared tower")
-    panel.generate_requested.disconnect()  # TODO(engine): submit to the worker once it handles GenerateRequest
-    assert feeder.stdin is not None and feeder.stdout is not None
-    panel.generate_requested.connect(lambda req: (feeder.stdin.write(req.encode().decode() + "\n"),
-                                                  feeder.stdin.flush()))
-
-    def read() -> None:  # the path engine events take: QtEngine.event, queued to the UI thread
-        for line in feeder.stdout:
-            engine.event.emit(decode(line.encode()))
-
-    threading.Thread(target=read, daemon=True).start()
     panel.prompt.setPlainText("a lighthouse on a cliff at dusk")
     panel.negative.setText("blurry")
-    panel.size.setCurrentText("256×256")
-    panel.steps.setValue(24)
+    panel.size.setCurrentText("64×64")
+    panel.steps.setValue(STEPS)
     panel.seed.setValue(7)
     panel.generate_button.click()
-    wait(app, lambda: panel.progress.value() == 14, 60, "step 14 of the tiny pipeline")
-    wait(app, lambda: not panel.preview.pixmap().isNull(), 10, "the preview")
-    report["generation"] = {"progress": panel.progress.format(), "text": panel.progress_text.text()}
-    shoot(app, window, out / "generate.png")
-    feeder.stdin.write("go\n")
-    feeder.stdin.flush()
-    wait(app, lambda: panel.gallery.count() == 1, 60, "the finished image")
+    # every step sends a VAE preview (decoded and saved as PNG), so the tiny pipeline takes seconds, not ms
+    wait(app, lambda: panel.progress.value() >= 3 and not panel.preview.pixmap().isNull(), 120,
+         "a few steps and a preview")
+    image = window.screen().grabWindow(0)  # at once: no settle, the run goes on meanwhile
+    report["generation"] = {"progress": panel.progress.format(), "text": panel.progress_text.text(),
+                            "shot_step": panel.progress.value()}
+    if not image.save(str(out / "generate.png"), "PNG"):
+        raise RuntimeError("could not save generate.png")
+    wait(app, lambda: panel.gallery.count() == 1, 120, "the finished image")
     report["generation"]["gallery"] = panel.gallery.count()
     report["generation"]["finished"] = panel.progress_text.text()
-    feeder.wait(10)
 
     # 4. voice
     window.tabs.setCurrentWidget(window.voice)

@@ -11,28 +11,6 @@ from nexus_engine.client import EngineClient
 from nexus_engine.errors import BadInputError, ModelMissingError
 from nexus_engine.protocol import Done, GenerateRequest, Progress
 
-TOWERS = """
-[towers.tiny-sd3]
-kind = "image_gen"
-capabilities = ["imagination"]
-source = {{ path = "{sd3}" }}
-quantization = "fp32"
-dtype = "fp32"
-latency = "background"
-
-[towers.tiny-svd]
-kind = "video_gen"
-capabilities = ["video"]
-source = {{ path = "{svd}" }}
-quantization = "fp32"
-dtype = "fp32"
-latency = "background"
-
-[profiles.starter.roles]
-imagination = "tiny-sd3"
-video = "tiny-svd"
-"""
-
 
 @pytest.fixture(scope="module")
 def pipelines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -42,7 +20,10 @@ def pipelines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture
 def client(pipelines: dict[str, Path]):
-    paths.user_models_toml().write_text(TOWERS.format(**pipelines))
+    paths.user_models_toml().write_text(
+        testing.tower_toml("tiny-sd3", "image_gen", pipelines["sd3"], "imagination")
+        + testing.tower_toml("tiny-svd", "video_gen", pipelines["svd"], "video")
+        + testing.starter_roles(imagination="tiny-sd3", video="tiny-svd"))
     with EngineClient() as c:
         yield c
 

@@ -327,23 +327,10 @@ def test_cli_imagine_and_animate_without_a_tower_say_how_to_add_one(capsys: pyte
     assert main(["animate", str(tmp_path / "nothing.png")]) == 2 and "does not exist" in capsys.readouterr().err
 
 
-TINY_SD3 = """
-[towers.tiny-sd3]
-kind = "image_gen"
-capabilities = ["imagination"]
-source = {{ path = "{sd3}" }}
-quantization = "fp32"
-dtype = "fp32"
-latency = "background"
-
-[towers.tiny-sd3.options]
-steps = {steps}
-width = 32
-height = 32
-
-[profiles.starter.roles]
-imagination = "tiny-sd3"
-"""
+def tiny_sd3_toml(sd3: Path, steps: int) -> str:
+    return (testing.tower_toml("tiny-sd3", "image_gen", sd3, "imagination",
+                               options={"steps": steps, "width": 32, "height": 32})
+            + testing.starter_roles(imagination="tiny-sd3"))
 
 
 @pytest.fixture(scope="module")
@@ -354,7 +341,7 @@ def tiny_sd3(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_draw_from_chat_renders_inline_with_caption_and_keeps_the_chat_tower(tiny_sd3: Path) -> None:
     from PIL import Image
 
-    paths.user_models_toml().write_text(TINY_SD3.format(sd3=tiny_sd3, steps=3))
+    paths.user_models_toml().write_text(tiny_sd3_toml(tiny_sd3, 3))
     with EngineClient() as client:
         client.submit(ChatRequest(messages=[{"role": "user", "content": "hi"}], max_tokens=2)).wait(120)
         handle = client.submit(ChatRequest(messages=[{"role": "user", "content": "draw a red cube"}], seed=5))
@@ -373,7 +360,7 @@ def test_draw_from_chat_renders_inline_with_caption_and_keeps_the_chat_tower(tin
 
 
 def test_draw_from_chat_cancels_between_steps(tiny_sd3: Path) -> None:
-    paths.user_models_toml().write_text(TINY_SD3.format(sd3=tiny_sd3, steps=50))
+    paths.user_models_toml().write_text(tiny_sd3_toml(tiny_sd3, 50))
     with EngineClient() as client:
         handle = client.submit(ChatRequest(messages=[{"role": "user", "content": "sketch a slow cube"}],
                                            role="imagination"))
@@ -393,28 +380,11 @@ def test_draw_from_chat_without_a_tower_says_how_to_add_one() -> None:
 
 
 # --------------------------------------------------------------------------------------------- seed path
-SEED = """
-[towers.tiny-llava]
-kind = "vlm"
-capabilities = ["vision"]
-source = {{ path = "{llava}" }}
-quantization = "fp32"
-dtype = "fp32"
-device = "cpu"
-
-[towers.tiny-siglip]
-kind = "image_encoder"
-backend = "transformers"
-capabilities = ["perception"]
-source = {{ path = "{siglip}" }}
-quantization = "fp32"
-dtype = "fp32"
-device = "cpu"
-
-[profiles.starter.roles]
-vision = "tiny-llava"
-perception = ["tiny-siglip"]
-"""
+def seed_toml(llava: Path, siglip: Path) -> str:
+    return (testing.tower_toml("tiny-llava", "vlm", llava, "vision", latency="interactive", device="cpu")
+            + testing.tower_toml("tiny-siglip", "image_encoder", siglip, "perception", latency="interactive",
+                                 device="cpu", backend="transformers")
+            + testing.starter_roles(vision="tiny-llava", perception=["tiny-siglip"]))
 
 
 def test_seed_path_vlm_answers_and_siglip_indexes(tmp_path: Path) -> None:
@@ -423,7 +393,7 @@ def test_seed_path_vlm_answers_and_siglip_indexes(tmp_path: Path) -> None:
     from nexus_engine.protocol import SearchRequest
 
     llava, siglip = testing.tiny_llava_dir(tmp_path / "llava"), testing.tiny_siglip2_dir(tmp_path / "siglip")
-    paths.user_models_toml().write_text(SEED.format(llava=llava, siglip=siglip))
+    paths.user_models_toml().write_text(seed_toml(llava, siglip))
     engine = Engine(load_models_toml([paths.SHIPPED_MODELS_TOML, paths.user_models_toml()]))
     image = tmp_path / "red.png"
     Image.new("RGB", (48, 48), "red").save(image)
