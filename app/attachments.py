@@ -7,7 +7,12 @@ choke on, and every refusal is an AttachmentError whose text names the file and 
 
 Accepted files are copied into the data folder under their content hash (`attachments/<sha256>.<ext>`): the
 worker reads them from there, the history keeps pointing at them after the original is moved or deleted, and
-attaching the same file twice stores it once. Pasted images, which have no file, are saved there as PNG.
+attaching the same file twice stores it once. Pasted images, which have no file, are saved there as PNG. The copy
+is written atomically (temp + fsync + rename) and its name is built here, never taken from outside; a symlink
+planted at that name is replaced, and the stored path is checked to lie inside the attachments folder.
+
+Limits (models.toml [limits], the same values the worker enforces): image pixels from the header before decoding,
+audio and video length from the container's metadata before decoding.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QImage, QPainter
 
-MAX_PIXELS = 50_000_000  # 50 MP: a 200 MP image would take ~600 MB decoded, and no tower needs it
+from nexus_engine import atomic, safety
+from nexus_engine.config import limits
+
 MAX_BYTES = 4 * 1024**3
 THUMB = 160  # thumbnail edge, pixels
 AUDIO_PEAKS_S = 30.0  # seconds of audio drawn in the waveform thumbnail
@@ -125,7 +132,7 @@ def _image(p: Path, name: str) -> tuple[dict[str, Any], QImage]:
     try:
         with Image.open(p) as im:
             w, h = im.size
-            if w * h > MAX_PIXELS:
+            if w * h > limits.active().image_pixels:  # from the header: nothing decoded yet
                 raise AttachmentError(_too_big(name, w * h))
             fmt = im.format or "image"
             frames = getattr(im, "n_frames", 1)
@@ -149,6 +156,7 @@ def _video(p: Path, name: str) -> tuple[dict[str, Any], QImage]:
             if not container.streams.video:
                 raise AttachmentError(f"{name}: the file has no video frames (no video stream)")
             stream = container.streams.video[0]
+            _check_video(name, container, stream)
             stream.thread_type = "AUTO"
             frame = next(container.decode(stream), None)
             if frame is None:
@@ -179,6 +187,7 @@ def _audio(p: Path, name: str) -> tuple[dict[str, Any], QImage]:
             if not container.streams.audio:
                 raise AttachmentError(f"{name}: the file has no audio stream")
             stream = container.streams.audio[0]
+            _check_seconds(name, "audio", _header_seconds(container, stream), limits.active().audio_seconds)
             rate = stream.rate or 0
             resampler = av.AudioResampler(format="flt", layout="mono", rate=8000)
             seen = 0.0
@@ -204,8 +213,34 @@ def _audio(p: Path, name: str) -> tuple[dict[str, Any], QImage]:
 # -------------------------------------------------------------------------------------------- helpers
 def _too_big(name: str, pixels: int | None) -> str:
     size = f"{pixels / 1e6:.0f} megapixels" if pixels else "too many pixels"
-    return (f"{name}: the image is {size}; the limit is {MAX_PIXELS // 1_000_000} megapixels. "
+    return (f"{name}: the image is {size}; the limit is {limits.active().image_pixels / 1e6:g} megapixels. "
             "Scale it down first.")
+
+
+def _header_seconds(container: Any, stream: Any) -> float:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    return (container.duration or 0) / 1_000_000
+
+
+def _check_seconds(name: str, what: str, seconds: float, longest: float) -> None:
+    if seconds > longest:
+        raise AttachmentError(f"{name}: the {what} is {_span(seconds)} long; the limit is {_span(longest)}. "
+                              "Cut it shorter first.")
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def _check_video(name: str, container: Any, stream: Any) -> None:
+    """Length and frame size from the container's metadata, before a frame is decoded."""
+    lim = limits.active()
+    _check_seconds(name, "video", _header_seconds(container, stream), lim.video_seconds)
+    w, h = stream.codec_context.width or 0, stream.codec_context.height or 0
+    if w * h > lim.image_pixels:
+        raise AttachmentError(f"{name}: the video's frames are {w}x{h}; the limit is "
+                              f"{lim.image_pixels / 1e6:g} megapixels. Scale it down first.")
 
 
 def _pixels_in(message: str) -> int | None:
@@ -247,15 +282,14 @@ def _store(src: Path, store: Path) -> tuple[Path, str]:
             digest.update(block)
     sha = digest.hexdigest()
     store.mkdir(parents=True, exist_ok=True)
-    dest = store / f"{sha}{src.suffix.lower()}"
-    if dest.exists():
-        return dest.resolve(), sha
-    fd, tmp = tempfile.mkstemp(dir=store, prefix=".incoming-")
-    os.close(fd)
+    suffix = src.suffix.lower() if src.suffix.lower() in IMAGE_EXT | VIDEO_EXT | AUDIO_EXT else ""
+    dest = store / f"{sha}{suffix}"  # the name is ours: nothing from outside can put a '/' or '..' in it
+    if dest.is_symlink():  # planted, not written here: it could point anywhere
+        dest.unlink()
+    if not dest.is_file():
+        with atomic.replacing(dest) as tmp:  # the worker never sees half a file, nor does a power cut leave one
+            shutil.copyfile(src, tmp)
     try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)  # atomic: the worker never sees half a file
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dest.resolve(), sha
+        return safety.confine(dest, store, "attachment"), sha
+    except Exception as e:
+        raise AttachmentError(f"{src.name}: could not be stored safely ({e})") from e

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from nexus_engine import paths
+from nexus_engine import atomic, paths
 from nexus_engine.config.units import parse_bytes
 
 log = logging.getLogger("nexus.app.settings")
@@ -88,14 +86,7 @@ def save(settings: AppSettings, path: Path | None = None) -> None:
     """Write atomically, so a crash mid-save leaves the old file rather than half a new one."""
     path = Path(path or settings_path())
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".app-settings-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(asdict(settings), f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_text(path, json.dumps(asdict(settings), indent=2, sort_keys=True))  # temp + fsync + rename
 
 
 def check_budget(text: str) -> str | None:

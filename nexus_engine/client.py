@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from nexus_engine import paths
+from nexus_engine import paths, safety
 from nexus_engine.errors import NexusError, WorkerCrashedError, error_from_dict
 from nexus_engine.protocol import (
     TERMINAL,
@@ -54,6 +54,7 @@ class RequestHandle:
         self.id = request.id
         self.on_event = on_event
         self.started = False
+        self.sent_on: int | None = None  # the worker generation it was last sent to (None: not sent yet)
         self.result: Done | Error | None = None
         self._events: queue.Queue[Message] = queue.Queue()
         self._finished = threading.Event()
@@ -151,7 +152,8 @@ class EngineClient:
             self._closed = False
             if self.alive and self._hello.is_set():
                 return
-            self._spawn()
+            if not self.alive:  # a worker that is starting (the reader's restart) is waited for, not doubled
+                self._spawn()
         self._wait_hello(timeout)
 
     def _spawn(self) -> None:
@@ -161,15 +163,18 @@ class EngineClient:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._hello.clear()
         self._startup_error = None
-        self._generation += 1
         spec = json.dumps({"fd": child_sock.fileno(), "config_files": self.config_files, "profile": self.profile})
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        env.update({k: v for k, v in safety.offline_env(env).items() if k not in env})  # hub off unless allowed
         proc = subprocess.Popen([sys.executable, "-m", "nexus_engine.worker", spec], pass_fds=(child_sock.fileno(),),
                                 env=env, stdin=subprocess.DEVNULL, close_fds=True)
         child_sock.close()  # so that the worker's death shows up as EOF here
         parent = Connection(parent_sock.detach())
-        self._proc, self._conn = proc, parent
-        threading.Thread(target=self._read, args=(parent, proc, self._generation), name="nexus-client-reader",
+        with self._send_lock:  # the connection and its generation change together (see _send and the replay)
+            self._generation += 1
+            generation = self._generation
+            self._proc, self._conn = proc, parent
+        threading.Thread(target=self._read, args=(parent, proc, generation), name="nexus-client-reader",
                          daemon=True).start()
 
     def _wait_hello(self, timeout: float) -> None:
@@ -294,9 +299,12 @@ class EngineClient:
             self._fail_all(err)
             return
         with self._lock:
-            replay = [h for h in self._handles.values() if not h.started]
-        for h in replay:  # never started, so replaying cannot repeat work
-            self._send(h.request)
+            # sent to a dead worker and never started (replaying cannot repeat work); requests that went to the
+            # new worker while it started are already there and must not run twice
+            replay = [h for h in self._handles.values()
+                      if not h.started and h.sent_on is not None and h.sent_on < self._generation]
+        for h in replay:
+            self._send(h.request, h)
 
     def _fail_all(self, err: NexusError) -> None:
         with self._lock:
@@ -306,12 +314,14 @@ class EngineClient:
             h._deliver(Error.of(h.id, err))
 
     # ------------------------------------------------------------------------------- sending
-    def _send(self, msg: Message) -> None:
+    def _send(self, msg: Message, handle: RequestHandle | None = None) -> None:
         data = msg.encode()
         with self._send_lock:
             conn = self._conn
             if conn is None:
                 raise WorkerCrashedError("the engine is not running")
+            if handle is not None:
+                handle.sent_on = self._generation
             try:
                 conn.send_bytes(data)
             except (OSError, ValueError) as e:
@@ -326,7 +336,7 @@ class EngineClient:
         handle = RequestHandle(self, request, on_event)
         with self._lock:
             self._handles[request.id] = handle
-        self._send(request)
+        self._send(request, handle)
         return handle
 
     def chat(self, messages: list[dict[str, str]], on_event: Listener | None = None,
@@ -344,7 +354,7 @@ class EngineClient:
         with self._lock:
             self._handles[msg.id] = handle
         try:
-            self._send(msg)
+            self._send(msg, handle)
             return handle._events.get(timeout=timeout)
         except queue.Empty as e:
             raise TimeoutError(f"the engine did not answer {msg.type_name} within {timeout} s") from e

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from nexus_engine.config import limits
 from nexus_engine.config.schema import ModelsConfig
 from nexus_engine.errors import BadInputError, ModelMissingError, PromptTooLongError
 from nexus_engine.protocol import ChatRequest, Message, ResidencyEvent, TokenChunk
@@ -31,6 +32,7 @@ class Engine:
                  residency: ResidencyManager | None = None) -> None:
         self.config = config
         self.profile = config.profile(profile).name
+        limits.activate(config.limits)  # what this process's decoders and checks enforce (config/limits.py)
         self._residency = residency
         self._lock = threading.Lock()
         self.routing = Routing(self)
@@ -81,8 +83,7 @@ class Engine:
     # ------------------------------------------------------------------------------------ chat
     def chat(self, req: ChatRequest, emit: Emit, cancel: threading.Event) -> dict[str, Any]:
         check_messages(req.messages)
-        if req.max_tokens < 1:
-            raise BadInputError(f"max_tokens must be at least 1, got {req.max_tokens}")
+        check_size(req, self.config.limits)
         req = self.routing.resolve(req, emit)  # role "auto": the router picks (and the app sees why)
         handler = vision_chat.route(self, req)  # attachments, "draw …": vision/chat.py
         if handler is not None:
@@ -134,6 +135,19 @@ class Engine:
             "decode_tok_s": (n - 1) / decode_s if n > 1 and decode_s > 0 else 0.0,
             "total_ms": (t_end - t0) * 1000, "load_ms": load["load_ms"], "load_origin": load["origin"],
         }
+
+
+def check_size(req: ChatRequest, lim: limits.Limits) -> None:
+    """Refuse an oversized request before anything is tokenized or loaded (models.toml [limits])."""
+    if req.max_tokens < 1:
+        raise BadInputError(f"max_tokens must be at least 1, got {req.max_tokens}")
+    if req.max_tokens > lim.max_tokens:
+        raise BadInputError(f"max_tokens must be at most {lim.max_tokens}, got {req.max_tokens}",
+                            "ask for a shorter answer, or raise max_tokens in [limits] of your models.toml")
+    chars = sum(len(m["content"]) for m in req.messages)
+    if chars > lim.prompt_chars:
+        raise PromptTooLongError(f"the conversation is {chars:,} characters; the limit is {lim.prompt_chars:,}",
+                                 "attach long text as a file or start a new chat (prompt_chars in [limits])")
 
 
 def sampling(tower: Tower, req: ChatRequest) -> dict[str, float]:

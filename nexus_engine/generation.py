@@ -9,20 +9,20 @@ chunks; videos are MP4s (H.264 when this FFmpeg build has it, else MPEG-4 Part 2
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nexus_engine import paths
+from nexus_engine import atomic, paths
+from nexus_engine.config import limits
 from nexus_engine.errors import BadInputError, CancelledError, ModelMissingError
 from nexus_engine.protocol import GenerateRequest, Progress
 
 if TYPE_CHECKING:
     from nexus_engine.engine import Emit, Engine
 
-MAX_SIDE = 2048
-MAX_STEPS = 200
 MAX_PROMPT_CHARS = 2000  # CLIP reads 77 tokens and SD3's T5 256: a longer prompt is silently cut
 HOWTO = ('declare a diffusers pipeline in your models.toml override, e.g.\n'
          '[towers.my-sd3]\nkind = "image_gen"\ncapabilities = ["imagination"]\n'
@@ -32,7 +32,9 @@ HOWTO = ('declare a diffusers pipeline in your models.toml override, e.g.\n'
 
 def output_dir() -> Path:
     folder = paths.data_dir() / "generated"
-    folder.mkdir(parents=True, exist_ok=True)
+    if not folder.is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic.sweep(folder)  # once per process: half-written files of a worker that was killed mid-save
     return folder
 
 
@@ -46,12 +48,18 @@ def check(req: GenerateRequest) -> None:
                             "the text encoders read only the first few hundred tokens: shorten it")
     if req.kind == "video" and not req.image and not req.prompt.strip():
         raise BadInputError("give the video an input image (or a prompt, for text-to-video pipelines)")
-    if not (16 <= req.width <= MAX_SIDE and 16 <= req.height <= MAX_SIDE):
-        raise BadInputError(f"size {req.width}x{req.height} is out of range", f"use 16 to {MAX_SIDE} pixels a side")
+    lim = limits.active()  # models.toml [limits]: checked before the tower loads
+    if not (16 <= req.width <= lim.image_side and 16 <= req.height <= lim.image_side):
+        raise BadInputError(f"size {req.width}x{req.height} is out of range",
+                            f"use 16 to {lim.image_side} pixels a side (image_side in [limits])")
     if req.width % 8 or req.height % 8:
         raise BadInputError(f"size {req.width}x{req.height}: width and height must be multiples of 8")
-    if not 1 <= req.steps <= MAX_STEPS:
-        raise BadInputError(f"steps must be 1 to {MAX_STEPS}, got {req.steps}")
+    if not 1 <= req.steps <= lim.image_steps:
+        raise BadInputError(f"steps must be 1 to {lim.image_steps}, got {req.steps}")
+    if req.kind == "video" and not 1 <= req.frames <= lim.video_frames:
+        raise BadInputError(f"frames must be 1 to {lim.video_frames}, got {req.frames}")
+    if req.preview_every < 0:
+        raise BadInputError(f"preview_every must be 0 or more, got {req.preview_every}")
     if req.image and not Path(req.image).is_file():
         raise BadInputError(f"input image {req.image} does not exist")
 
@@ -69,7 +77,8 @@ def generate(engine: Engine, req: GenerateRequest, emit: Emit, cancel: threading
     with engine.residency.acquire((name,), "background", emit=emit, request_id=req.id) as lease:
         tower = lease.tower(name)
         t0 = time.perf_counter()
-        stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{req.id}"
+        safe_id = re.sub(r"[^A-Za-z0-9_-]", "_", req.id)[:64]  # a file name, never a path (ids come from outside)
+        stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{safe_id}"
 
         def on_step(done: int, total: int) -> None:
             elapsed = time.perf_counter() - t0
@@ -78,7 +87,8 @@ def generate(engine: Engine, req: GenerateRequest, emit: Emit, cancel: threading
 
         def on_preview(done: int, image: Any) -> None:
             path = output_dir() / f"{stem}-preview-{done}.png"
-            image.save(path)
+            with atomic.replacing(path) as tmp:  # the app may show it the moment the Progress arrives
+                image.save(tmp, format="PNG")
             emit(Progress(id=req.id, step=done, total=req.steps, message="preview", preview=str(path)))
 
         def should_stop() -> bool:
@@ -123,7 +133,8 @@ def save_png(image: Any, path: Path, req: GenerateRequest, tower: str) -> Path:
                        ("steps", req.steps), ("size", f"{req.width}x{req.height}"), ("model", tower),
                        ("software", "Nexus")):
         info.add_text(key, "" if value is None else str(value))
-    image.save(path, pnginfo=info)
+    with atomic.replacing(path) as tmp:  # a worker killed mid-save leaves no half image under the real name
+        image.save(tmp, format="PNG", pnginfo=info)
     return path
 
 
@@ -133,7 +144,7 @@ def save_mp4(frames: list[Any], path: Path, fps: int = 7) -> Path:
 
     if not frames:
         raise BadInputError("the video model returned no frames")
-    with av.open(str(path), mode="w") as out:
+    with atomic.replacing(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as out:
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
         stream = out.add_stream(codec, rate=fps)
         first = np.asarray(frames[0].convert("RGB"))

@@ -11,6 +11,8 @@ message is data, never code, and so the decoder can be fuzzed: anything malforme
 from __future__ import annotations
 
 import json
+import math
+import re
 import types
 import typing
 import uuid
@@ -263,14 +265,34 @@ def _check(value: Any, annotation: Any) -> bool:
     return isinstance(value, annotation)
 
 
+_ID = re.compile(r"^[A-Za-z0-9_-]{0,64}$")  # ids name files (generated images): never a path, never huge
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses to inf; NaN/inf would reach samplers and limits as numbers
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 def decode(data: bytes) -> Message:
     """Bytes from the pipe -> a typed message, or ProtocolError saying exactly what is wrong."""
     try:
-        obj = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        obj = json.loads(data.decode("utf-8"), parse_float=_finite, parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
         raise ProtocolError(f"not a JSON message: {e}") from e
     if not isinstance(obj, dict):
         raise ProtocolError(f"a message must be a JSON object, got {type(obj).__name__}")
+    if "\\ud" in data.decode("utf-8").lower():  # JSON may escape lone surrogates, which no tokenizer or SQLite takes
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ProtocolError("a text field is not valid Unicode (a lone surrogate)",
+                                "the text was damaged on the way; type or paste it again") from e
     version = obj.pop("v", None)
     if version != PROTOCOL_VERSION:
         raise ProtocolError(f"protocol version {version!r} is not {PROTOCOL_VERSION}",
@@ -291,6 +313,10 @@ def decode(data: bytes) -> Message:
             continue
         if not _check(obj[name], hints[name]):
             raise ProtocolError(f"{kind}: field {name!r} has the wrong type ({type(obj[name]).__name__})")
+    for name in ("id", "target"):
+        if isinstance(obj.get(name), str) and not _ID.match(obj[name]):
+            raise ProtocolError(f"{kind}: {name} {obj[name][:80]!r} is not an id (letters, digits, - and _; "
+                                "at most 64)")
     return cls(**obj)
 
 

@@ -18,7 +18,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from nexus_engine import generation
+from nexus_engine import generation, safety
 from nexus_engine.config import load_models_toml
 from nexus_engine.engine import Engine
 from nexus_engine.errors import ConfigError, NexusError, ProtocolError
@@ -182,6 +182,7 @@ def worker_main(conn: Connection, config_files: list[str], profile: str | None) 
     """Entry point of the spawned process."""
     # Ctrl-C in a terminal signals the whole process group; the client decides what a Ctrl-C cancels
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    safety.apply_offline()  # no hub or telemetry calls unless NEXUS_ALLOW_HUB=1 (EngineClient sets these too)
     path = log_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(filename=path, level=logging.INFO,

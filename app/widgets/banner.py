@@ -3,7 +3,7 @@ Dismiss. It never blocks anything: the chat stays readable and the composer keep
 
 from __future__ import annotations
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QWidget
 
 
@@ -13,7 +13,7 @@ class Banner(QFrame):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("banner")
-        self.text = QLabel(wordWrap=True)
+        self.text = QLabel(wordWrap=True, textFormat=Qt.TextFormat.PlainText)  # engine text, not markup
         self.retry_button = QPushButton("Retry")
         self.dismiss_button = QPushButton("Dismiss")
         layout = QHBoxLayout(self)

@@ -10,8 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QMimeData, Qt, Signal
-from PySide6.QtGui import QDragEnterEvent, QDropEvent, QFontDatabase, QGuiApplication, QImage, QPixmap
+from PySide6.QtCore import QMimeData, Qt, QUrl, Signal
+from PySide6.QtGui import (
+    QDesktopServices,
+    QDragEnterEvent,
+    QDropEvent,
+    QFontDatabase,
+    QGuiApplication,
+    QImage,
+    QPixmap,
+)
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -23,9 +31,26 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.markdown import Segment, split_segments
+from app.markdown import Segment, image_allowed, link_allowed, safe_markdown, split_segments
+from nexus_engine import paths
 
 SELECTABLE = Qt.TextInteractionFlag.TextSelectableByMouse | Qt.TextInteractionFlag.LinksAccessibleByMouse
+PLAIN = Qt.TextFormat.PlainText  # engine and error text is shown as typed: a "<img …>" in it is not markup
+
+
+def open_link(url: str) -> bool:
+    """A clicked link in an answer: web and mail links open in the user's programs, anything else does not."""
+    if not link_allowed(url):
+        return False
+    return QDesktopServices.openUrl(QUrl(url))
+
+
+def image_roots() -> list[Any]:
+    """Where inline images in answers may come from: Nexus's data folder (generated images, attachments)."""
+    return [paths.data_dir()]
+
+
+CONSOLIDATION = {"projector": "image via trained projector", "text": "image via text notes"}
 
 
 def format_info(stats: dict[str, Any], route: list[str] | None = None) -> str:
@@ -36,6 +61,8 @@ def format_info(stats: dict[str, Any], route: list[str] | None = None) -> str:
         towers.append(str(stats["tower"]))
     if towers:
         parts.append(" + ".join(towers))
+    if stats.get("consolidation") in CONSOLIDATION:  # which path combined an image with the chat model
+        parts.append(CONSOLIDATION[stats["consolidation"]])
     if stats.get("tokens"):
         parts.append(f"{stats['tokens']} tokens")
     if stats.get("decode_tok_s"):
@@ -95,7 +122,7 @@ class ImageBlock(QFrame):
         super().__init__(parent)
         self.setObjectName("imageBlock")
         self.picture = QLabel()
-        self.caption = QLabel(objectName="msgInfo", textInteractionFlags=SELECTABLE)
+        self.caption = QLabel(objectName="msgInfo", textInteractionFlags=SELECTABLE, textFormat=PLAIN)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.picture)
@@ -104,6 +131,12 @@ class ImageBlock(QFrame):
 
     def update_segment(self, segment: Segment) -> None:
         self.segment = segment
+        if not image_allowed(segment.text, image_roots()):  # an answer cannot make the window open other files
+            self.picture.setText(f"(image not shown: {segment.text} is outside Nexus's data folder)")
+            self.picture.setTextFormat(PLAIN)
+            self.picture.setToolTip(segment.text)
+            self.caption.setText(segment.lang)
+            return
         pixmap = QPixmap(segment.text)
         if pixmap.isNull():
             self.picture.setText(f"(the image {segment.text} is missing)")
@@ -137,9 +170,9 @@ class MessageWidget(QFrame):
         self.body = QVBoxLayout()
         self.body.setSpacing(6)
         self.segment_widgets: list[QWidget] = []
-        self.note = QLabel(objectName="inlineError", wordWrap=True, textInteractionFlags=SELECTABLE)
+        self.note = QLabel(objectName="inlineError", wordWrap=True, textInteractionFlags=SELECTABLE, textFormat=PLAIN)
         self.note.hide()
-        self.info = QLabel(objectName="msgInfo", textInteractionFlags=SELECTABLE)
+        self.info = QLabel(objectName="msgInfo", textInteractionFlags=SELECTABLE, textFormat=PLAIN)
         self.info.hide()
         self.copy_button = QToolButton(text="Copy", toolTip="Copy the whole message")
         self.regen_button = QToolButton(text="Regenerate", toolTip="Ask again (Ctrl+R); the old answer is kept")
@@ -187,7 +220,8 @@ class MessageWidget(QFrame):
             widget = ImageBlock(seg)
         else:
             fmt = Qt.TextFormat.PlainText if self.role == "user" else Qt.TextFormat.MarkdownText
-            widget = QLabel(textFormat=fmt, wordWrap=True, textInteractionFlags=SELECTABLE, openExternalLinks=True)
+            widget = QLabel(textFormat=fmt, wordWrap=True, textInteractionFlags=SELECTABLE, openExternalLinks=False)
+            widget.linkActivated.connect(open_link)  # only on a click, only http(s)/mailto
             widget.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
             self._update(widget, seg)
         widget.segment = seg  # type: ignore[attr-defined]
@@ -200,7 +234,8 @@ class MessageWidget(QFrame):
             widget.update_segment(seg)
         else:
             assert isinstance(widget, QLabel)
-            widget.setText(seg.text)
+            markdown = widget.textFormat() == Qt.TextFormat.MarkdownText
+            widget.setText(safe_markdown(seg.text) if markdown else seg.text)
         widget.segment = seg  # type: ignore[attr-defined]
 
     def _drop_from(self, index: int) -> None:

@@ -134,8 +134,8 @@ class Composer(QWidget):
         self.stop_button.hide()
         self.strip = QHBoxLayout()
         self.strip.addStretch(1)
-        self.errors = QLabel(objectName="inlineError", wordWrap=True, textInteractionFlags=(
-            Qt.TextInteractionFlag.TextSelectableByMouse))
+        self.errors = QLabel(objectName="inlineError", wordWrap=True, textFormat=Qt.TextFormat.PlainText,
+                             textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse)
         self.errors.hide()
         buttons = QVBoxLayout()
         buttons.addWidget(self.send_button)

@@ -123,7 +123,7 @@ class GenerationPanel(QWidget):
         self.progress = QProgressBar(textVisible=True, value=0)
         self.progress.setFormat("idle")
         self.progress_text = QLabel(objectName="muted")
-        self.error = QLabel(objectName="inlineError", wordWrap=True)
+        self.error = QLabel(objectName="inlineError", wordWrap=True, textFormat=Qt.TextFormat.PlainText)
         self.error.hide()
         self.preview = QLabel("preview", alignment=Qt.AlignmentFlag.AlignCenter, objectName="muted")
         self.preview.setMinimumSize(256, 256)

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -108,7 +108,7 @@ class VoicePanel(QWidget):
         self.call_id: str | None = None
         self.call_button = QPushButton("Start call", enabled=False)
         self.mute = QPushButton("Mute", checkable=True, enabled=False, toolTip="Mute the microphone for Nexus")
-        self.partial = QLabel("", objectName="muted", wordWrap=True)
+        self.partial = QLabel("", objectName="muted", wordWrap=True, textFormat=Qt.TextFormat.PlainText)
         self.state_label = QLabel(objectName="stateLabel")
         self.meter = QProgressBar(textVisible=True, minimum=0, maximum=int(-FLOOR_DB))
         self.meter.setFormat("mic level")

@@ -17,6 +17,9 @@ BENCHES = {
     "vision": ("nexus_engine.bench.vision", "images/s described and ms per video frame (starter perception)"),
     "imagine": ("nexus_engine.bench.imagine", "s/step and peak memory of image generation, whole and offloaded"),
     "voice": ("nexus_engine.bench.voice", "voice loop: end of speech to first audio, per stage (median, p95)"),
+    "chaos": ("nexus_engine.bench.chaos", "mixed requests while the worker is SIGKILLed: lost, recovery, integrity"),
+    "stress": ("nexus_engine.bench.stress", "random requests vs the residency manager: peak bytes, OOMs, deadlocks"),
+    "fuzz": ("nexus_engine.bench.fuzz", "fuzz every parser of outside input: cases, crashes, readable errors"),
 }
 
 
@@ -47,6 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             b.add_argument("--clips", type=Path, help="folder of LibriSpeech-style clips with *.trans.txt")
             b.add_argument("--device", choices=["auto", "cpu"], default="auto",
                            help="auto: the ASR and TTS towers on the GPU when there is one")
+        if name in ("chaos", "stress", "fuzz"):
+            _reliability_args(name, b)
         b.set_defaults(func=run, module=module)
 
 
@@ -65,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         kwargs = {"steps": args.steps, "size": args.size, "tower": args.tower, "profile": args.profile}
     elif args.bench == "voice":
         kwargs = {"rounds": args.rounds, "clips_dir": args.clips, "profile": args.profile, "device": args.device}
+    elif args.bench in ("chaos", "stress", "fuzz"):
+        kwargs = _reliability_kwargs(args)
     result = module.run(**kwargs)
     out = args.out or paths.REPO_ROOT / "benchmarks" / "results" / f"{args.bench}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -72,3 +79,28 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps(result, indent=2))
     print(f"\nwrote {out}")
     return 0
+
+
+def _reliability_args(name: str, b: argparse.ArgumentParser) -> None:
+    """Options of the reliability harnesses (docs/reliability.md)."""
+    b.add_argument("--seed", type=int, default=0)
+    if name == "chaos":
+        b.add_argument("--requests", type=int, default=60, help="requests in the mixed stream (at least)")
+        b.add_argument("--kills", type=int, default=10, help="times the worker is SIGKILLed")
+        b.add_argument("--inflight", type=int, default=3, help="requests outstanding at a time")
+    if name == "stress":
+        b.add_argument("--requests", type=int, default=1000)
+        b.add_argument("--threads", type=int, default=4)
+        b.add_argument("--budget-share", type=float, default=0.4, help="GPU budget / sum of the towers' sizes")
+    if name == "fuzz":
+        b.add_argument("--max-examples", type=int, default=300, help="Hypothesis cases per target (after the corpus)")
+        b.add_argument("--only", action="append", default=[], metavar="TARGET", help="fuzz only these targets")
+
+
+def _reliability_kwargs(args: argparse.Namespace) -> dict[str, object]:
+    if args.bench == "chaos":
+        return {"requests": args.requests, "kills": args.kills, "inflight": args.inflight, "seed": args.seed}
+    if args.bench == "stress":
+        return {"requests": args.requests, "threads": args.threads, "budget_share": args.budget_share,
+                "seed": args.seed}
+    return {"max_examples": args.max_examples, "seed": args.seed, "only": tuple(args.only)}

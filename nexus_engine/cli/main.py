@@ -28,6 +28,7 @@ COMMANDS = (
     "nexus_engine.cli.transcribe_cmd",
     "nexus_engine.cli.talk_cmd",
     "nexus_engine.cli.profile_cmd",
+    "nexus_engine.cli.train_cmd",
 )
 
 

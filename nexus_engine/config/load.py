@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nexus_engine import paths
+from nexus_engine.config.limits import parse as parse_limits
 from nexus_engine.config.schema import (
     BACKEND_QUANTS,
     DEVICES,
@@ -32,10 +33,11 @@ from nexus_engine.errors import ConfigError
 TOWER_KEYS = {
     "kind", "backend", "capabilities", "source", "quantization", "dtype", "device", "latency",
     "trust_remote_code", "license", "description", "params", "expert_params", "context_length", "width", "options",
+    "latent_width",
 }
 SOURCE_KEYS = {"package", "hub", "revision", "path", "file"}
 PROFILE_KEYS = {"description", "roles", "vram", "ram"}
-TOP_KEYS = {"schema_version", "default_profile", "towers", "profiles"}
+TOP_KEYS = {"schema_version", "default_profile", "towers", "profiles", "limits"}
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
@@ -93,6 +95,9 @@ def _read(path: Path) -> tuple[dict[str, Any], _Where]:
                           "check the file's permissions and that it is UTF-8 text") from e
     try:
         data = tomllib.loads(text)
+    except RecursionError as e:  # tomllib parses nested arrays/tables recursively
+        raise ConfigError(f"{path}: unreadable TOML: values are nested too deeply",
+                          "a models file never needs more than a few levels of [ ] or { }") from e
     except tomllib.TOMLDecodeError as e:
         msg = str(e)
         fix = "fix the TOML syntax at that line (quotes around strings, one [table] header per tower)"
@@ -183,11 +188,15 @@ def _tower(name: str, raw: Any, where: _Where) -> TowerSpec:
                               f"roles: {', '.join(ROLES)}")
     numbers: dict[str, int | None] = {}
     for key, parse in (("params", parse_count), ("expert_params", parse_count), ("context_length", parse_count),
-                       ("width", parse_count)):
+                       ("width", parse_count), ("latent_width", parse_count)):
         try:
             numbers[key] = parse(raw[key]) if key in raw else None
         except ValueError as e:
             raise where.error(table, key, str(e), f"write {key} as a number or like 135M / 4B") from e
+    for key in ("width", "latent_width"):  # projector sizes (consolidation/projector.py): a 0 would build nothing
+        if numbers[key] is not None and not 1 <= numbers[key] <= 1_000_000:
+            raise where.error(table, key, f"{key} must be 1 to 1000000, got {numbers[key]}",
+                              f"write the feature width, e.g. {key} = 1280")
     options = raw.get("options", {})
     if not isinstance(options, dict):
         raise where.error(table, "options", "options must be a table", f"write [towers.{name}.options]")
@@ -196,7 +205,7 @@ def _tower(name: str, raw: Any, where: _Where) -> TowerSpec:
         dtype=raw.get("dtype", "auto"), device=raw.get("device", "cpu"), latency=raw.get("latency", "interactive"),
         trust_remote_code=trust, license=str(raw.get("license", "")), description=str(raw.get("description", "")),
         params=numbers["params"], expert_params=numbers["expert_params"], context_length=numbers["context_length"],
-        width=numbers["width"],
+        width=numbers["width"], latent_width=numbers["latent_width"],
         options=dict(options),
     )
 
@@ -288,7 +297,12 @@ def load_models_toml(files: list[Path]) -> ModelsConfig:
     if default not in profiles:
         raise wheres[-1].error("default_profile", None, f"default_profile {default!r} is not declared",
                                f"use one of: {', '.join(sorted(profiles))}")
-    return ModelsConfig(towers=towers, profiles=profiles, default_profile=default, files=[w.path for w in wheres])
+    limits, problems = parse_limits(merged.get("limits"))
+    if problems:
+        key, problem, fix = problems[0]
+        raise (where_for("limits", key) if key else wheres[-1]).error("limits", key, problem, fix)
+    return ModelsConfig(towers=towers, profiles=profiles, default_profile=default, files=[w.path for w in wheres],
+                        limits=limits)
 
 
 def load_config(shipped: Path | None = None, override: Path | None = None) -> ModelsConfig:

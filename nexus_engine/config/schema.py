@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from nexus_engine.config.limits import Limits
+
 ROLES: tuple[str, ...] = (
     "reasoning",
     "code",
@@ -111,6 +113,8 @@ class TowerSpec:
     expert_params: int | None = None  # MoE: parameters in routed experts (bitsandbytes leaves fused experts in bf16)
     context_length: int | None = None
     width: int | None = None  # hidden width, used by projectors to size the shared latent
+    latent_width: int | None = None  # a vision/audio tower's projector latent (capability-normalized); default
+    # min(width, the LLM's width). consolidation/projector.py, docs/agid.md
     options: dict[str, Any] = field(default_factory=dict)  # backend-specific knobs (threads, gguf file…)
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,6 +144,7 @@ class ModelsConfig:
     profiles: dict[str, Profile]
     default_profile: str
     files: list[str] = field(default_factory=list)  # the files that were merged, in order
+    limits: Limits = field(default_factory=Limits)  # [limits]: sizes of outside input (config/limits.py)
 
     def profile(self, name: str | None = None) -> Profile:
         from nexus_engine.errors import ConfigError

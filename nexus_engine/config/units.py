@@ -10,9 +10,15 @@ _COUNT = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
 _RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*$")
 
 
+def _finite(value: float) -> None:
+    if value != value or value in (float("inf"), float("-inf")):  # TOML has inf and nan; int() of them overflows
+        raise ValueError(f"{value} is not a finite number")
+
+
 def parse_bytes(value: str | int | float) -> int:
     """'16GiB' -> 17179869184. Raises ValueError with the accepted forms."""
     if isinstance(value, int | float) and not isinstance(value, bool):
+        _finite(value)
         if value < 0:
             raise ValueError(f"size must be >= 0, got {value}")
         return int(value)
@@ -25,6 +31,7 @@ def parse_bytes(value: str | int | float) -> int:
 def parse_count(value: str | int | float) -> int:
     """'4B' -> 4_000_000_000, '135M' -> 135_000_000 (parameter counts)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
+        _finite(value)
         return int(value)
     m = _RE.match(str(value))
     if not m or m.group(2).lower() not in _COUNT:

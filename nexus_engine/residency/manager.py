@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nexus_engine import registry
@@ -349,6 +349,11 @@ class ResidencyManager:
             costs = {}
             for n in {*state, *lease.towers}:
                 cost = cost_for(self._slots[n].spec, self.store)
+                warm = self._slots[n].warm
+                if cost is not None and warm is not None and warm.nbytes > cost.gpu_bytes:
+                    # a swap-in reserves the arena, whose tensors are aligned: a little more than the measured
+                    # footprint (found by `nexus bench stress`: tight budgets refused the swap-in and retried)
+                    cost = replace(cost, gpu_bytes=warm.nbytes)
                 if cost is not None:
                     costs[n] = cost
             d = decide(Request(lease.towers, lease.latency, now), state, costs, limits, self.params)

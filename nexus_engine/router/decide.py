@@ -244,7 +244,11 @@ def embedder_for(config: ModelsConfig) -> Embedder:
     if spec is None:
         raise NexusError("no embedder tower is declared in models.toml",
                          "declare [towers.minilm-router] (kind = \"embedder\") as the shipped models.toml does")
-    return get_embedder(model_dir(weights.resolve(spec)))
+    from nexus_engine.towers.perception_starter import _check_sentence_weights
+
+    folder = model_dir(weights.resolve(spec))
+    _check_sentence_weights(spec, folder)  # safetensors only, like every tower (the router loads it itself)
+    return get_embedder(folder)
 
 
 def _ablations(turn: Turn) -> list[tuple[str, str, list[int]]]:

@@ -89,7 +89,15 @@ def make_turn(text: str | None, attachments: Sequence[Any] = (), voice: bool = F
         if warn:
             warns.append(warn)
     prev, roles = _last_turn(context)
-    return Turn((text or "").strip(), tuple(kinds), bool(voice), prev, roles, tuple(warns))
+    return Turn(clean_text(text), tuple(kinds), bool(voice), clean_text(prev), roles, tuple(warns))
+
+
+def clean_text(text: Any) -> str:
+    """Stripped text the tokenizer can take: lone surrogates (valid in JSON, not in UTF-8) become U+FFFD instead
+    of crashing it (found by `nexus bench fuzz`)."""
+    if not isinstance(text, str):
+        return ""
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace").strip()
 
 
 def _last_turn(context: Sequence[Any]) -> tuple[str, tuple[str, ...] | None]:

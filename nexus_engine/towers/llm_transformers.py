@@ -96,6 +96,8 @@ class TransformersChat:
                        quantization=self.spec.quantization, n_threads=self.n_threads, n_ctx=self.context_length)
         if self._collapsed:
             details["bitmask"] = {k: self._collapsed[k] for k in ("removed", "layers_before", "layers_after")}
+            if "agid" in self._collapsed:
+                details["agid"] = {k: self._collapsed[k] for k in ("agid", "bridges", "adapter_sha256")}
         return LoadInfo(ms=sw.ms, origin=origin, details=details)
 
     def _install(self, model: Any, tok: Any) -> None:
@@ -103,6 +105,12 @@ class TransformersChat:
             from nexus_engine.research.niwt.collapse import collapse_model
 
             self._collapsed = collapse_model(model, Path(str(self.spec.options["bitmask"])).expanduser())
+        elif self.spec.options.get("agid"):  # an AGID student: its bitmask's layers removed, trained bridges added
+            from nexus_engine.consolidation.student import apply_text_adapter
+            from nexus_engine.research.agid.teacher import revision_of
+
+            self._collapsed = apply_text_adapter(model, Path(str(self.spec.options["agid"])).expanduser(),
+                                                 self.spec.name, revision_of(self.spec))
         model.eval()
         self._model, self._tok = model, tok
         self._device = model.get_input_embeddings().weight.device

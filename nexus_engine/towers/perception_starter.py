@@ -181,6 +181,7 @@ class SentenceEmbedder(_Starter):
     def load(self) -> LoadInfo:
         path = weights.resolve(self.spec)
         folder = _sentence_folder(path)
+        _check_sentence_weights(self.spec, folder)
         rss0 = _rss()
         with Stopwatch() as sw:
             from sentence_transformers import SentenceTransformer
@@ -212,6 +213,18 @@ def _dim(model: Any) -> int:
     """Embedding width (sentence-transformers 6 renamed the method; the old name warns)."""
     get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
     return int(get())
+
+
+def _check_sentence_weights(spec: TowerSpec, folder: Path) -> None:
+    """safetensors only (pickle only with options.allow_pickle), in the model folder and in every module folder
+    (a Dense layer's weights live in 2_Dense/): sentence-transformers would unpickle a .bin it finds there."""
+    from nexus_engine.towers import hf_loading
+
+    hf_loading.check_weights(spec, folder)
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        safe, pickled = hf_loading.weight_files(sub)
+        if safe or pickled:
+            hf_loading.check_weights(spec, sub)
 
 
 def _sentence_folder(path: Path) -> Path:

@@ -13,6 +13,7 @@ Every attached image/video is also added to the media search index on the way (s
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 import re
 import threading
@@ -65,11 +66,19 @@ def route(engine: Engine, req: ChatRequest) -> Handler | None:
         return imagine
     if not media:
         return None
-    return answer_with_vlm if service.towers(engine).vlm else answer_with_perception
+    if service.towers(engine).vlm:
+        return answer_with_vlm
+    from nexus_engine.consolidation import answer as consolidation  # a trained projector, when there is one
+
+    choice = consolidation.choose(engine, media)
+    if choice.path == consolidation.PROJECTOR:
+        return functools.partial(consolidation.answer_with_projector, choice=choice)
+    return functools.partial(answer_with_perception, note=choice.note) if choice.note else answer_with_perception
 
 
 # ---------------------------------------------------------------------------------------------- handlers
-def answer_with_perception(engine: Engine, req: ChatRequest, emit: Emit, cancel: threading.Event) -> dict[str, Any]:
+def answer_with_perception(engine: Engine, req: ChatRequest, emit: Emit, cancel: threading.Event,
+                           note: str = "") -> dict[str, Any]:
     files = _media(req)
     t0 = time.perf_counter()
     if service.towers(engine).seeing is None:
@@ -82,7 +91,9 @@ def answer_with_perception(engine: Engine, req: ChatRequest, emit: Emit, cancel:
     stats = engine.chat(dataclasses.replace(req, messages=compose.with_notes(req.messages, notes), attachments=[],
                                             role="reasoning" if req.role == "vision" else req.role), emit, cancel)
     service.index_described(engine, described, emit, req.id)  # after the answer: it need not wait for this
-    return {**stats, "perception": [d.sentence() for d in described], "perception_ms": round(perception_ms, 1)}
+    # consolidation: which path combined the towers (consolidation/answer.py); the app shows it under the answer
+    return {**stats, "perception": [d.sentence() for d in described], "perception_ms": round(perception_ms, 1),
+            "consolidation": "text", **({"consolidation_note": note} if note else {})}
 
 
 def answer_with_vlm(engine: Engine, req: ChatRequest, emit: Emit, cancel: threading.Event) -> dict[str, Any]:

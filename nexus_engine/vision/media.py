@@ -2,22 +2,23 @@
 
 The app checks attachments before sending them (app/attachments.py), but the CLI and the engine get paths from
 anywhere, so every file is checked again here, with the same limits: a zero-byte file, a file that is not an
-image, a truncated one, and a decompression bomb (more than MAX_PIXELS, refused from the header before any
-pixel is decoded) are BadInputErrors that name the file. An animated image (GIF, APNG, WebP) is accepted: its
-frames are sampled like a short video's, and the description says so.
+image, a truncated one, and a decompression bomb (more than the `image_pixels` limit of models.toml [limits],
+refused from the header before any pixel is decoded) are BadInputErrors that name the file. An animated image
+(GIF, APNG, WebP) is accepted: its frames are sampled like a short video's, and the description says so.
 """
 
 from __future__ import annotations
 
 import mimetypes
+import struct
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nexus_engine.config import limits
 from nexus_engine.errors import BadInputError
 
-MAX_PIXELS = 50_000_000  # the app's limit too: a 200 MP image would take ~600 MB decoded, and no tower needs it
 WORK_SIDE = 1600  # decode big JPEGs at reduced size (draft mode): the classifier sees 224 px, OCR at most 960
 ANIMATION_FRAMES = 4  # frames of an animated image that get looked at
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
@@ -68,7 +69,7 @@ def open_image(path: str | Path) -> LoadedImage:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(p) as im:
                 w, h = im.size
-                if w * h > MAX_PIXELS:
+                if w * h > limits.active().image_pixels:  # from the header: nothing is decoded yet
                     raise BadInputError(_too_big(p.name, w * h), "scale it down first")
                 fmt, n = im.format or "image", int(getattr(im, "n_frames", 1) or 1)
                 if fmt == "JPEG":
@@ -79,8 +80,11 @@ def open_image(path: str | Path) -> LoadedImage:
         raise BadInputError(_too_big(p.name, None), "scale it down first") from e
     except UnidentifiedImageError as e:
         raise BadInputError(f"{p.name}: not a readable image (the file is damaged or not an image)") from e
-    except (OSError, SyntaxError, ValueError) as e:  # Pillow raises SyntaxError for some malformed headers
-        raise BadInputError(f"{p.name}: the image is damaged or incomplete ({e})", "save or download it again") from e
+    except (OSError, SyntaxError, ValueError, IndexError, EOFError, struct.error, TypeError, ZeroDivisionError) as e:
+        # what Pillow's decoders raise on damaged files (SyntaxError for malformed headers, IndexError for a
+        # truncated GIF palette, struct.error for short chunks; found by `nexus bench fuzz`)
+        raise BadInputError(f"{p.name}: the image is damaged or incomplete ({type(e).__name__}: {e})"[:400],
+                            "save or download it again") from e
     first.thumbnail((WORK_SIDE, WORK_SIDE))
     notes = [f"an animated {fmt} with {n} frames; {1 + len(extra)} of them were looked at"] if n > 1 else []
     return LoadedImage(first, w, h, fmt, n, extra, notes)
@@ -112,4 +116,4 @@ def _rgb(im: Any) -> Any:
 
 def _too_big(name: str, pixels: int | None) -> str:
     size = f"{pixels / 1e6:.0f} megapixels" if pixels else "too many pixels to decode safely"
-    return f"{name}: the image is {size}; the limit is {MAX_PIXELS // 1_000_000} megapixels"
+    return f"{name}: the image is {size}; the limit is {limits.active().image_pixels / 1e6:g} megapixels"

@@ -9,7 +9,9 @@ evenly to `max_frames`. Progress is reported in seconds of video read.
 
 Bad input: an empty file, a file with no video stream, one whose codec this FFmpeg build cannot decode, and
 one that yields no frame are BadInputErrors naming the file; a video damaged part-way is described up to the
-damage, and the description says so.
+damage, and the description says so. Limits (models.toml [limits]): a video longer than `video_seconds` by its
+container metadata, or with frames larger than `image_pixels`, is refused before a frame is decoded; one whose
+metadata says nothing (or lies) stops being read at that length.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from nexus_engine.config import limits
 from nexus_engine.errors import BadInputError, CancelledError
 from nexus_engine.vision import labels
 from nexus_engine.vision.describe import LIFT, MAX_WORDS, MAYBE, ImageDescription, Seen, describe_image, text_phrase
@@ -127,7 +130,11 @@ def sample_frames(path: str | Path, max_frames: int = MAX_FRAMES, stride_s: floa
             raise BadInputError(f"{p.name}: the file has no video stream")
         stream = container.streams.video[0]
         ctx = stream.codec_context
+        if ctx is None:  # a damaged or truncated header: FFmpeg found the stream but no codec for it
+            raise BadInputError(f"{p.name}: the video stream cannot be decoded (damaged file or unknown codec)",
+                                "convert it to H.264 MP4, e.g. ffmpeg -i IN -c:v libx264 OUT.mp4")
         duration = _duration(container, stream)
+        _check_limits(p.name, duration, ctx.width, ctx.height)
         info = VideoInfo(duration, ctx.width, ctx.height, float(stream.average_rate) if stream.average_rate else None,
                          ctx.name)
         stride = stride_s or max(1.0, duration / max_frames if duration else 2.0)
@@ -151,9 +158,13 @@ def _scan(container: Any, stream: Any, name: str, stride: float, keyframes_only:
     frames: list[Frame] = []
     last_thumb: np.ndarray | None = None
     last_t, reported = -1e9, 0.0
+    longest = limits.active().video_seconds
     try:
         for frame in container.decode(stream):
             t = float(frame.time) if frame.time is not None else (frames[-1].t if frames else 0.0)
+            if t > longest:  # the metadata said less (or nothing): stop at the limit, describe what was read
+                info.notes.append(f"only the first {clock(longest)} were read (the video_seconds limit)")
+                break
             if should_stop is not None and should_stop():
                 raise CancelledError("stopped while reading the video")
             thumb = frame.reformat(width=32, height=18, format="gray").to_ndarray().astype(np.float32) / 255.0
@@ -182,6 +193,17 @@ def _scan(container: Any, stream: Any, name: str, stride: float, keyframes_only:
     except EOFError:
         pass
     return frames
+
+
+def _check_limits(name: str, duration: float, width: int, height: int) -> None:
+    """Refuse from the container's metadata, before any frame is decoded."""
+    lim = limits.active()
+    if duration > lim.video_seconds:
+        raise BadInputError(f"{name}: the video is {clock(duration)} long; the limit is {clock(lim.video_seconds)}",
+                            "cut it shorter, or raise video_seconds in [limits] of your models.toml")
+    if width * height > lim.image_pixels:
+        raise BadInputError(f"{name}: the video's frames are {width}x{height}; the limit is "
+                            f"{lim.image_pixels / 1e6:g} megapixels a frame", "scale the video down first")
 
 
 def _duration(container: Any, stream: Any) -> float:

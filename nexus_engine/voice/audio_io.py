@@ -48,26 +48,48 @@ class AudioDeviceError(NexusError):
 
 
 # ------------------------------------------------------------------------------------------ samples
+MIN_RATE, MAX_RATE = 1000, 384_000  # sample rates any real recording or device uses
+
+
 def mono_float(audio: Any) -> np.ndarray:
-    """int16 / float, (n,) / (n, channels) / (channels, n) -> float32 mono in [-1, 1]."""
-    arr = np.asarray(audio)
-    if arr.dtype == np.int16:
-        arr = arr.astype(np.float32) / 32768.0
-    arr = arr.astype(np.float32, copy=False)
+    """int16 / float, (n,) / (n, channels) / (channels, n) -> float32 mono in [-1, 1]. NaN or infinite samples
+    are refused here, so no model ever sees them (Whisper decodes garbage from them, others crash)."""
+    try:
+        arr = np.asarray(audio)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"{arr.dtype} samples")
+        if arr.dtype == np.int16:
+            arr = arr.astype(np.float32) / 32768.0
+        with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values become inf: refused below
+            arr = arr.astype(np.float32, copy=False)
+    except (TypeError, ValueError) as e:
+        raise BadInputError(f"audio samples must be numbers ({e})") from e
     if arr.ndim == 2:  # average the shorter axis (the channels) away
-        arr = arr.mean(axis=int(np.argmin(arr.shape))).astype(np.float32)
+        arr = arr.mean(axis=int(np.argmin(arr.shape))).astype(np.float32) if arr.size else arr.reshape(-1)
     if arr.ndim != 1:
         raise BadInputError(f"expected mono audio samples, got an array of shape {np.asarray(audio).shape}")
+    if not np.isfinite(arr).all():
+        raise BadInputError("the audio contains NaN or infinite samples", "the recording is damaged: record it again")
     return arr
+
+
+def check_rate(rate: Any) -> int:
+    """A sample rate as an int, or a BadInputError (0, negative, fractional and absurd rates are refused)."""
+    if isinstance(rate, bool) or not isinstance(rate, int | np.integer) or not MIN_RATE <= rate <= MAX_RATE:
+        raise BadInputError(f"unsupported sample rate {rate!r}", f"use {MIN_RATE} to {MAX_RATE} Hz (16000 is best)")
+    return int(rate)
 
 
 def resample(audio: np.ndarray, src: int, dst: int) -> np.ndarray:
     """Band-limited (polyphase) resampling of a whole array."""
+    src, dst = check_rate(src), check_rate(dst)
     if src == dst or audio.size == 0:
         return audio.astype(np.float32, copy=False)
     from scipy.signal import resample_poly
 
-    ratio = Fraction(dst, src)
+    # every common rate pair reduces to a denominator under 1000 (44100 -> 16000 is 160/441) and stays exact; an
+    # odd rate (999983 Hz) is approximated instead of building a filter with millions of taps
+    ratio = Fraction(dst, src).limit_denominator(1000)
     return resample_poly(audio, ratio.numerator, ratio.denominator).astype(np.float32)
 
 
@@ -424,6 +446,8 @@ def decode_chunks(path: str | Path, chunk_s: float) -> Any:
     file is never in memory at once)."""
     import av
 
+    from nexus_engine.config import limits
+
     p = Path(path)
     if not p.is_file():
         raise BadInputError(f"no such audio file: {p}")
@@ -432,19 +456,23 @@ def decode_chunks(path: str | Path, chunk_s: float) -> Any:
     except (av.error.FFmpegError, OSError, ValueError) as e:
         raise BadInputError(f"{p.name} is not a readable audio file ({e})",
                             "convert it to WAV, FLAC, MP3 or OGG; the file may be truncated or corrupt") from e
+    longest = limits.active().audio_seconds
     with container:
         streams = [s for s in container.streams if s.type == "audio"]
         if not streams:
             raise BadInputError(f"{p.name} has no audio stream")
+        _check_length(p.name, _header_seconds(container, streams[0]), longest)  # before decoding anything
         resampler = av.AudioResampler(format="flt", layout="mono", rate=RATE)
         want = int(chunk_s * RATE)
         parts: list[np.ndarray] = []
-        have = 0
+        have = decoded = 0
         try:
             for frame in container.decode(streams[0]):
                 for out in resampler.resample(frame):
                     parts.append(out.to_ndarray().reshape(-1))
                     have += parts[-1].size
+                    decoded += parts[-1].size
+                _check_length(p.name, decoded / RATE, longest)  # a header that said less (or nothing)
                 if have >= want:
                     block = np.concatenate(parts)
                     yield block[:want]
@@ -458,6 +486,22 @@ def decode_chunks(path: str | Path, chunk_s: float) -> Any:
         while rest.size:
             yield rest[:want]
             rest = rest[want:]
+
+
+def _header_seconds(container: Any, stream: Any) -> float:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    return float(container.duration / 1e6) if container.duration else 0.0
+
+
+def _check_length(name: str, seconds: float, longest: float) -> None:
+    if seconds > longest:
+        raise BadInputError(f"{name}: the audio is {_span(seconds)} long; the limit is {_span(longest)}",
+                            "cut it shorter, or raise audio_seconds in [limits] of your models.toml")
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
 def probe_duration(path: str | Path) -> float:

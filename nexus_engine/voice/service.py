@@ -36,7 +36,7 @@ from nexus_engine.protocol import (
     VoiceStop,
 )
 from nexus_engine.voice.asr import phantom_reason, transcribe_long
-from nexus_engine.voice.audio_io import RATE, SoundDeviceAudio, decode_file, level_db
+from nexus_engine.voice.audio_io import RATE, SoundDeviceAudio, decode_file, level_db, mono_float
 from nexus_engine.voice.loop import DEFAULT_PERSONA, VoiceLoop, VoiceSettings
 from nexus_engine.voice.turns import TurnConfig
 
@@ -133,7 +133,7 @@ def transcribe(engine: Any, msg: TranscribeRequest, send: Send, cancel: threadin
         tower = lease.tower(name)
         if msg.long:
             return _long(tower, msg, send, cancel)
-        audio = decode_file(msg.path)
+        audio = mono_float(decode_file(msg.path))  # NaN samples are refused before the silence check reads them
         if audio.size == 0:
             raise BadInputError(f"{msg.path} holds no audio")
         t0 = time.perf_counter()

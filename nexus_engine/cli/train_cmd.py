@@ -1,0 +1,147 @@
+"""`nexus train …`: AGID adapters (nexus_engine/research/agid; docs/agid.md).
+
+  text     collapsed student of an LLM tower + bridge adapters trained on the teacher's activation trajectories;
+           retention table against the teacher, the untrained collapse and a logit-only baseline
+  vision   projector from a vision tower's features to the chat LLM's prefix tokens; held-out comparison with
+           the text-composition path and with no image
+  report   Markdown tables + learning-curve PNGs from the results JSONs
+  list     the adapters installed in the user's data folder
+
+Runs resume from their last checkpoint when started again with the same settings (--fresh starts over).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="AGID: train adapters (text student bridges, vision projector); reports")
+    tsub = p.add_subparsers(dest="train_cmd", metavar="STEP", required=True)
+
+    t = tsub.add_parser("text", help="collapsed student + bridges distilled from the teacher's activations")
+    t.add_argument("--tower", default="smollm2-hf", help="a transformers llm tower (the teacher)")
+    t.add_argument("--bitmask", type=Path, help="a NIWT bitmask (default: choose one removing --remove)")
+    t.add_argument("--remove", type=float, default=0.25, help="fraction of layers to remove (or a count >= 1)")
+    t.add_argument("--samples", type=int, default=48, help="teacher-written answers added to the heal split")
+    t.add_argument("--local-steps", type=int, default=400)
+    t.add_argument("--steps", type=int, default=80, help="end-to-end steps (AGID trajectory and logit-only alike)")
+    t.add_argument("--batch", type=int, default=4, help="windows per end-to-end step")
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--kl-weight", type=float, default=1.0, help="AGID's logit term (0: hidden states only)")
+    t.add_argument("--rank", type=int, help="fixed bridge rank (default: k90 of each cut's update, 8..128)")
+    _common(t)
+    t.set_defaults(func=_text)
+
+    v = tsub.add_parser("vision", help="projector: vision tower features -> chat LLM prefix tokens")
+    v.add_argument("--tower", default="efficientnet-lite0", help="the vision tower (image_encoder)")
+    v.add_argument("--llm", default="smollm2-hf", help="the chat LLM it feeds (a transformers llm tower)")
+    v.add_argument("--scenes", type=int, default=1200, help="rendered training scenes")
+    v.add_argument("--eval-scenes", type=int, default=40)
+    v.add_argument("--eval-novel", type=int, default=24)
+    v.add_argument("--steps", type=int, default=200)
+    v.add_argument("--batch", type=int, default=8)
+    v.add_argument("--lr", type=float, default=1e-3)
+    v.add_argument("--coco", type=Path, help="COCO folder (default: ../shared/data/coco)")
+    v.add_argument("--no-coco", action="store_true", help="scenes only")
+    v.add_argument("--eval-only", action="store_true",
+                   help="evaluate the installed projector again (keeps the training fields of the results JSON)")
+    _common(v)
+    v.set_defaults(func=_vision)
+
+    r = tsub.add_parser("report", help="Markdown tables + learning-curve PNGs from the results JSONs")
+    r.add_argument("--out", type=Path, help="results folder (default: benchmarks/results/agid)")
+    r.set_defaults(func=_report)
+
+    ls = tsub.add_parser("list", help="installed adapters and their metrics")
+    ls.add_argument("--adapters", type=Path, help="adapters root (default: <data folder>/adapters)")
+    ls.set_defaults(func=_list)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="cuda | cpu (default: cuda when there is one; bf16 autocast there)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: steadiest on a shared CPU)")
+    p.add_argument("--out", type=Path, help="results folder (default: benchmarks/results/agid)")
+    p.add_argument("--adapters", type=Path, help="adapters root (default: <data folder>/adapters)")
+    p.add_argument("--fresh", action="store_true", help="ignore checkpoints and start over")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
+
+
+def _save(res: dict[str, Any], out: Path, name: str) -> Path:
+    from nexus_engine.consolidation.adapters import write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
+    write_json(path, res)
+    print(f"wrote {path}", file=sys.stderr)
+    return path
+
+
+def _text(args: argparse.Namespace) -> int:
+    from nexus_engine.research.agid import text
+    from nexus_engine.research.agid.trainer import TrainConfig
+
+    cfg = text.TextConfig(tower=args.tower, bitmask=args.bitmask, remove=args.remove, samples=args.samples,
+                          batch=args.batch, kl_weight=args.kl_weight, rank=args.rank, seed=args.seed,
+                          device=args.device, threads=args.threads, out=args.out or text.DEFAULT_OUT,
+                          root=args.adapters, fresh=args.fresh)
+    cfg.local.steps = args.local_steps
+    cfg.trajectory.steps, cfg.trajectory.lr = args.steps, args.lr
+    if args.quick:
+        cfg.samples, cfg.eval_windows, cfg.gsm8k_eval, cfg.window = min(cfg.samples, 2), 2, 2, 64
+        cfg.local = TrainConfig(steps=min(args.local_steps, 20), lr=3e-3, checkpoint_every=10, log_every=5)
+        cfg.trajectory = TrainConfig(steps=min(args.steps, 4), lr=args.lr, warmup=1, checkpoint_every=2, log_every=1)
+        cfg.speed = False
+    res = text.run_text(cfg)
+    _save(res, cfg.out, f"results-text-{res['tower']['tower']}.json")
+    print(json.dumps(res["goal"], indent=1))
+    return 0
+
+
+def _vision(args: argparse.Namespace) -> int:
+    from nexus_engine.research.agid import text, vision
+
+    cfg = vision.VisionConfig(tower=args.tower, llm=args.llm, train_scenes=args.scenes, eval_scenes=args.eval_scenes,
+                              eval_novel=args.eval_novel, batch=args.batch, seed=args.seed, device=args.device,
+                              threads=args.threads, out=args.out or text.DEFAULT_OUT, root=args.adapters,
+                              fresh=args.fresh, coco=args.coco)
+    cfg.train.steps, cfg.train.lr = args.steps, args.lr
+    if args.no_coco:
+        cfg.coco = Path("/nonexistent")
+    if args.quick:
+        cfg.train_scenes, cfg.eval_scenes, cfg.eval_novel, cfg.max_new_tokens = 16, 2, 2, 8
+        cfg.train.steps, cfg.train.checkpoint_every, cfg.train.log_every = min(args.steps, 4), 2, 1
+    name = f"results-vision-{args.tower}.json"
+    if args.eval_only:
+        previous = json.loads((cfg.out / name).read_text()) if (cfg.out / name).is_file() else None
+        res = vision.reevaluate(cfg, previous)
+    else:
+        res = vision.run_vision(cfg)
+    _save(res, cfg.out, name)
+    print(json.dumps(res["goal"], indent=1))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from nexus_engine.research.agid import report, text
+
+    for path in report.write_report(args.out or text.DEFAULT_OUT).values():
+        print(path)
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from nexus_engine.consolidation import adapters
+
+    found = adapters.installed(args.adapters)
+    if not found:
+        print(f"no adapters under {args.adapters or adapters.adapters_root()}")
+    for folder, m in found:
+        print(f"{m['tower']:<20} {m['kind']:<17} teacher {m['teacher']['tower']}@{m['teacher']['revision']:<24} "
+              f"{m['created']}  {folder}")
+    return 0

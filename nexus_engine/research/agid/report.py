@@ -1,0 +1,149 @@
+"""`nexus train report`: Markdown tables and learning-curve PNGs from the results JSONs of `nexus train`.
+
+Reads `results-text-<tower>.json` and `results-vision-<tower>.json` in the results folder and writes
+`report.md` and `plots/*.png` beside them (PNG charts are the NIWT lab's Pillow line charts).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from nexus_engine.research.niwt.plot import line_chart
+
+ROWS = (("teacher", "teacher"), ("collapsed", "collapsed, untrained"), ("logit_only", "logit-only distilled"),
+        ("agid_local", "AGID, local fit only"), ("agid", "AGID (local + trajectory)"))
+
+
+def write_report(out: Path) -> dict[str, Path]:
+    out = Path(out)
+    texts = sorted(out.glob("results-text-*.json"))
+    visions = sorted(out.glob("results-vision-*.json"))
+    if not texts and not visions:
+        from nexus_engine.errors import NexusError
+
+        raise NexusError(f"no results-text-*.json or results-vision-*.json in {out}",
+                         "run `nexus train text` / `nexus train vision` first")
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    lines = ["# AGID: activation-guided distillation and the vision projector", "",
+             "Written by `nexus train report` from the results JSONs in this folder; how the numbers are made is "
+             "in docs/agid.md.", ""]
+    written: dict[str, Path] = {}
+    for path in texts:
+        res = json.loads(path.read_text(encoding="utf-8"))
+        lines += text_section(res, out, written)
+    for path in visions:
+        res = json.loads(path.read_text(encoding="utf-8"))
+        lines += vision_section(res, out, written)
+    report = out / "report.md"
+    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    written["report"] = report
+    return written
+
+
+def _f(x: Any, nd: int = 3) -> str:
+    return "–" if x is None else f"{x:.{nd}f}" if isinstance(x, float) else str(x)
+
+
+def _cut(c: dict[str, Any], res: dict[str, Any]) -> str:
+    return f"{c['name']} (rank {res['ranks'][c['name']]['rank']})"
+
+
+def text_section(res: dict[str, Any], out: Path, written: dict[str, Path]) -> list[str]:
+    t, sz, rows = res["tower"], res["sizes"], res["rows"]
+    tasks = list(rows["teacher"]["retention"])
+    lines = [f"## Text: {t['tower']} ({t['num_layers']} layers), student without {len(res['mask']['removed'])} "
+             f"layers ({sz['removed_fraction']:.0%})", "",
+             f"Removed layers {res['mask']['removed']} (mask: {res['mask']['strategy']}), cuts "
+             f"{', '.join(_cut(c, res) for c in res['mask']['cuts'])};"
+             f" bridges: {sz['bridge_params']:,} parameters in total, the same for every trained row. Training data: "
+             f"{res['data']['description']}. Metrics on the NIWT eval split, against the teacher.", ""]
+    head = "| student | " + " | ".join(f"{k} ppl | {k} ppl retention | {k} top-1 agreement | {k} KL" for k in tasks)
+    lines += [head + " |", "|---|" + "---:|" * (4 * len(tasks))]
+    for key, label in ROWS:
+        if key not in rows:
+            continue
+        r = rows[key]
+        cells = []
+        for k in tasks:
+            m = r["metrics"][k]
+            cells += [_f(m["ppl"], 2), _f(r["retention"][k]), _f(m["top1_agreement"]), _f(m["kl"])]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    sp = res.get("speed") or {}
+    if sp:
+        lines += ["", "| model | layers | weights | prefill tok/s | decode tok/s |", "|---|---:|---:|---:|---:|"]
+        for key, label, layers in (("teacher", "teacher", sz["layers_teacher"]),
+                                   ("agid", "AGID student (+ bridges)", sz["layers_student"])):
+            s = sp[key]
+            lines.append(f"| {label} | {layers} | {s['weight_bytes'] / 2**20:.1f} MiB | {s['prefill_tok_s']:.0f} | "
+                         f"{s['decode_tok_s']:.1f} |")
+    g = res["goal"]
+    lines += ["", f"**Goal** (≥ {g['target']:.0%} of the teacher at ≥ 25 % fewer layers, beating the untrained "
+              f"collapse and logit-only): removed {g['removed_fraction']:.0%}; AGID perplexity retention "
+              f"{g['agid_ppl_retention']:.3f} ({'met' if g['ppl_retention_met'] else 'not met'}), top-1 agreement "
+              f"{g['agid_top1_agreement']:.3f} ({'met' if g['agreement_met'] else 'not met'}); beats the untrained "
+              f"collapse: {'yes' if g['beats_collapsed'] else 'no'}; beats logit-only: "
+              f"{'yes' if g['beats_logit_only'] else 'no'}.", ""]
+    curves = res["curves"]
+    name = f"text-{t['tower']}"
+    series = {label: [(r["step"], r["loss"]) for r in curves[k]["curve"]]
+              for k, label in (("logit", "logit-only (KL)"), ("agid", "AGID trajectory (hidden + KL)")) if k in curves}
+    if "agid" in curves and curves["agid"]["curve"] and "kl" in curves["agid"]["curve"][0]:
+        series["AGID: its KL part"] = [(r["step"], r["kl"]) for r in curves["agid"]["curve"]]
+    written[name] = line_chart(out / "plots" / f"{name}-curves.png", series, f"{t['tower']}: end-to-end training",
+                               "step", "loss")
+    if "local" in curves:
+        written[name + "-local"] = line_chart(out / "plots" / f"{name}-local.png", {
+            "AGID local fit (mean over cuts)": [(r["step"], r["loss"]) for r in curves["local"]["curve"]]},
+            f"{t['tower']}: bridges fitted on recorded activations", "step", "hidden loss")
+    lines += [f"![learning curves](plots/{name}-curves.png)", "", f"![local fit](plots/{name}-local.png)", ""]
+    return lines
+
+
+SPLITS = (("eval_seen", "held-out scenes (colour-shape pairs seen in training)", "objects"),
+          ("eval_novel", "held-out scenes with a never-trained colour-shape pair", "objects"),
+          ("eval_coco", "held-out COCO images", "hit"))
+
+
+def vision_section(res: dict[str, Any], out: Path, written: dict[str, Path]) -> list[str]:
+    v, ev = res["vision"], res["eval"]
+    lines = [f"## Vision: {v['tower']} features → {res['llm']['tower']} prefix tokens", "",
+             f"Projector {v['in_width']} → {v['latent']} → {v['out_width']}, {v['tokens']} image tokens "
+             f"(global + {v['grid']}×{v['grid']} grid), {res['params']:,} parameters; LLM frozen. Trained on "
+             f"{res['data']['train']} rendered scenes and {res['data']['coco_train']} COCO images (with mirror "
+             f"images) for {res['config']['train']['steps']} steps. Answers are greedy "
+             f"(≤ {res['config']['max_new_tokens']} tokens) to “What is in the image?”.", ""]
+    for split, label, _ in SPLITS:
+        rows = {p: ev.get(f"{split}/{p}") for p in ("projector", "text", "none")}
+        if not rows["projector"]:
+            continue
+        keys = list(rows["projector"]["mean"])
+        lines += [f"**{label}** ({rows['projector']['n']} images)", "",
+                  "| path | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+        for p, label_p in (("projector", "projector (trained)"), ("text", "text composition (labels + OCR)"),
+                           ("none", "no image")):
+            if rows[p]:
+                lines.append(f"| {label_p} | " + " | ".join(_f(rows[p]["mean"][k], 2) for k in keys) + " |")
+        if rows["text"] and rows["text"].get("notes"):  # the notes, scored as if they were the answer
+            lines.append("| *its notes alone (what the text path could pass on)* | "
+                         + " | ".join(_f(rows["text"]["notes"][k], 2) for k in keys) + " |")
+        lines.append("")
+        for p in ("projector", "text"):
+            if rows[p] and rows[p]["samples"]:
+                s = rows[p]["samples"][0]
+                answer = " ".join(s["answer"].split())[:160]  # one line: a newline would end the list item
+                lines.append(f"- {p}: reference “{s['reference']}” → answer “{answer}”")
+        lines.append("")
+    g = res["goal"]
+    lines += [f"**Goal** (the projector answers held-out image questions better than the text composition): "
+              f"{'met' if g['met'] else 'not met'} — " + "; ".join(
+                  f"{k}: {d['metric']} {d['projector']:.2f} vs {d['text']:.2f} "
+                  f"(its notes {_f(d.get('text_notes'), 2)}, no image {d['none']:.2f})"
+                  for k, d in g.items() if isinstance(d, dict)), ""]
+    name = f"vision-{v['tower']}"
+    written[name] = line_chart(out / "plots" / f"{name}-curve.png",
+                               {"caption cross-entropy": [(r["step"], r["loss"]) for r in res["curve"]["curve"]]},
+                               f"{v['tower']} -> {res['llm']['tower']}: projector training", "step", "loss (nats)")
+    lines += [f"![projector learning curve](plots/{name}-curve.png)", ""]
+    return lines
