@@ -192,11 +192,16 @@ def blocks(res: dict[str, Any], plots: dict[str, Path], tower: str) -> list[Bloc
     b.append(("h2", "Perturbation sweep (select split)"))
     b.append(("img", plots["sweep"], "sweep heatmap"))
     sel = res["selection"][main]
-    order = sorted(range(L), key=lambda i: sel["single_skip_cost"][i])
-    b.append(("p", f"Least important single layers for {main} (loss increase in nats when skipped): " +
-              ", ".join(f"{i} ({sel['single_skip_cost'][i]:+.3f})" for i in order[:8]) +
-              ". Most important: " + ", ".join(f"{i} ({sel['single_skip_cost'][i]:+.3f})" for i in order[-4:][::-1])
-              + f". {len(res['sweep']['variants'])} variants (every layer and block of "
+    kl = sel.get("single_skip_kl") or sel["single_skip_cost"]
+    order = sorted(range(L), key=lambda i: kl[i])
+
+    def cost(i: int) -> str:
+        return f"{i} ({sel['single_skip_cost'][i]:+.3f} / {kl[i]:.3f})"
+
+    b.append(("p", f"Least important single layers for {main} by KL (loss increase / KL to the full model, nats, "
+                   "when skipped): " + ", ".join(cost(i) for i in order[:8]) + ". Most important: "
+              + ", ".join(cost(i) for i in order[-4:][::-1]) + f". {len(res['sweep']['variants'])} variants "
+              "(every layer and block of "
               f"{'/'.join(map(str, res['config']['widths']))} skipped; every attention and MLP zeroed)."))
     b.append(("img", plots["strategies"], "selection strategies"))
     b.append(("p", "Strategies: *ranked* removes the n layers whose single removal hurt least (change in loss), "
