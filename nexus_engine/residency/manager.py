@@ -204,7 +204,9 @@ class ResidencyManager:
             with self._cond:
                 for t in run.asked:
                     self._slots[t].yielding = False
-        raise BudgetError(f"could not place {', '.join(names)} after {MAX_PASSES} attempts", HINT)
+        # every pass changed something, but concurrent requests kept taking what this one freed: refuse, never spin
+        raise BudgetError(f"could not make room for {', '.join(names)}: other requests kept changing what is "
+                          f"loaded ({MAX_PASSES} tries); try again when they finish", HINT)
 
     def unload(self, name: str, emit: Emit | None = None, request_id: str = "") -> None:
         """Drop a tower to cold (the user asked). Refused while a job runs on it."""

@@ -13,4 +13,6 @@ def test_randomized_requests_stay_within_budget_without_ooms_or_deadlocks() -> N
     assert r["tower_bytes_total"] > 2 * r["budget"]["vram"]  # the towers really do not all fit
     assert r["completed"] + r["refused"] == 300 and r["completed"] > 250, r
     assert r["events"].get("swap_in", 0) > 0 and r["events"].get("evict", 0) > 0  # the hard paths ran
-    assert all("needs" in k or "did not yield" in k for k in r["refusal_reasons"]), r["refusal_reasons"]
+    # refusals say why: the numbers, a job that would not yield, or contention with the other threads
+    assert all("needs" in k or "did not yield" in k or "could not make room" in k for k in r["refusal_reasons"]), \
+        r["refusal_reasons"]
