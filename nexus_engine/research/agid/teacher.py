@@ -7,18 +7,17 @@ is refused with RevisionMismatchError instead of training a student on a mismatc
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from nexus_engine import weights
 from nexus_engine.config import load_config
 from nexus_engine.config.schema import TowerSpec
 from nexus_engine.errors import NexusError
 from nexus_engine.research.agid.errors import RevisionMismatchError
 from nexus_engine.research.niwt import decoder_stack
+from nexus_engine.research.niwt.lab import revision_of  # re-exported: adapters record the same revision
 
 
 @dataclass
@@ -42,21 +41,6 @@ def spec_of(name: str, kinds: tuple[str, ...] = ("llm",)) -> TowerSpec:
         raise NexusError(f"tower {name!r} is a {spec.kind} tower; this needs one of {', '.join(kinds)}",
                          "pick another tower (`nexus towers` lists them)")
     return spec
-
-
-def revision_of(spec: TowerSpec) -> str:
-    """Hub commit when pinned, else sha256 prefix of the weights file (or of a folder's safetensors list)."""
-    if spec.source.hub and spec.source.revision and spec.source.revision != "main":
-        return spec.source.revision
-    path = weights.resolve(spec)
-    h = hashlib.sha256()
-    if path.is_file():
-        with path.open("rb") as f:
-            h = hashlib.file_digest(f, "sha256")
-    else:
-        for p in sorted(path.glob("*.safetensors")):
-            h.update(f"{p.name}:{p.stat().st_size}".encode())
-    return f"sha256:{h.hexdigest()[:16]}"
 
 
 def load_teacher(name: str, device: str | None = None) -> Teacher:

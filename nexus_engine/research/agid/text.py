@@ -35,6 +35,7 @@ from nexus_engine.research.agid.teacher import Teacher, autocast, load_teacher, 
 from nexus_engine.research.agid.trainer import TrainConfig, TrainLog, clear_checkpoints, fingerprint, train
 from nexus_engine.research.niwt import collapse_model
 from nexus_engine.research.niwt.collapse import speed
+from nexus_engine.research.niwt.lab import jsonable
 from nexus_engine.research.niwt.metrics import LMTask, retention
 from nexus_engine.research.niwt.sweep import compare
 
@@ -169,7 +170,7 @@ def run_text(cfg: TextConfig, teacher: Teacher | None = None, progress: Any = sa
     if cfg.speed:
         sp = {"teacher": speed(teacher.model), "agid": speed(student)}
     # 5. adapter + results -----------------------------------------------------------------------------
-    res = {"kind": "text", "tower": info, "config": _jsonable(asdict(cfg)), "mask": {
+    res = {"kind": "text", "tower": info, "config": jsonable(asdict(cfg)), "mask": {
         "file": str(mask_file), "kept": kept, "removed": [i for i in range(n_layers) if i not in kept],
         "cuts": [asdict(c) | {"name": c.name} for c in cuts], "strategy": doc["layers"].get("strategy", "")},
         "ranks": ranks, "data": data_info, "eval_tasks": {t.name: {"hash": t.dataset_hash,
@@ -338,14 +339,4 @@ def _save_adapter(folder: Path, b: br.Bridged, res: dict[str, Any], doc: dict[st
                      for k, v in res["curves"].items()} | {"seed": res["config"]["seed"]}})
 
 
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, Path):
-        return str(x)
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
 

@@ -26,8 +26,9 @@ from nexus_engine.consolidation import projector as pj
 from nexus_engine.errors import NexusError
 from nexus_engine.research.agid import coco, scenes
 from nexus_engine.research.agid.teacher import Teacher, autocast, load_teacher, pick_device, revision_of, spec_of
-from nexus_engine.research.agid.text import DEFAULT_OUT, _jsonable, say
+from nexus_engine.research.agid.text import DEFAULT_OUT, say
 from nexus_engine.research.agid.trainer import TrainConfig, clear_checkpoints, fingerprint, train
+from nexus_engine.research.niwt.lab import jsonable
 from nexus_engine.towers.base import GenParams
 
 QUESTION = "What is in the image?"
@@ -121,7 +122,7 @@ def run_vision(cfg: VisionConfig, progress: Any = say, teacher: Teacher | None =
     secs["eval"] = time.perf_counter() - t0
     res = {"kind": "vision", "llm": teacher.info, "vision": {"tower": cfg.tower, "revision": revision_of(vspec),
                                                               **w, "tokens": pj.TOKENS, "grid": pj.GRID},
-           "config": _jsonable(asdict(cfg)), "data": data["describe"], "hashes": data["hashes"],
+           "config": jsonable(asdict(cfg)), "data": data["describe"], "hashes": data["hashes"],
            "eval": ev, "curve": log.to_dict(), "params": sum(p.numel() for p in proj.parameters()),
            "seconds": secs}
     res["goal"] = goal(ev)

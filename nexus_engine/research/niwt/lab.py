@@ -112,10 +112,10 @@ def load_tower(spec: TowerSpec) -> Loaded:
     tower = TransformersChat(spec)
     info = tower.load()
     model = tower.torch_module()
-    return Loaded(model, tower.tokenizer, spec, _revision(spec), {"ms": info.ms, "origin": info.origin})
+    return Loaded(model, tower.tokenizer, spec, revision_of(spec), {"ms": info.ms, "origin": info.origin})
 
 
-def _revision(spec: TowerSpec) -> str:
+def revision_of(spec: TowerSpec) -> str:
     """The hub commit when pinned, else a sha256 prefix of the weights file (or of the folder's file list)."""
     if spec.source.hub and spec.source.revision and spec.source.revision != "main":
         return spec.source.revision
@@ -180,7 +180,7 @@ def run_lab(cfg: LabConfig, spec: TowerSpec | None = None) -> dict[str, Any]:
     work = cfg.work or paths.cache_dir() / "niwt" / spec.name
     say(f"{spec.name}: {L} layers, data from {root}")
     tasks = build_tasks(tok, cfg, root)
-    res: dict[str, Any] = {"tower": teacher_info(loaded), "config": _jsonable(asdict(cfg)), "data_root": str(root),
+    res: dict[str, Any] = {"tower": teacher_info(loaded), "config": jsonable(asdict(cfg)), "data_root": str(root),
                            "tasks": {s: {n: {"description": t.description, "dataset_hash": t.dataset_hash}
                                          for n, t in ts.items()} for s, ts in tasks.items()}}
     secs: dict[str, float] = {}
@@ -300,7 +300,7 @@ def run_lab(cfg: LabConfig, spec: TowerSpec | None = None) -> dict[str, Any]:
     secs["total"] = time.perf_counter() - t_lab
     res["seconds"] = secs
     cfg.out.mkdir(parents=True, exist_ok=True)
-    (cfg.out / f"results-{spec.name}.json").write_text(json.dumps(_jsonable(res), indent=1) + "\n")
+    (cfg.out / f"results-{spec.name}.json").write_text(json.dumps(jsonable(res), indent=1) + "\n")
     (cfg.out / ".gitignore").write_text("bases/\n")
     from nexus_engine.research.niwt import report
 
@@ -568,11 +568,12 @@ def _short(m: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 4) for k, v in m.items() if k in ("ppl", "accuracy", "nll")}
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
+    """`x` with paths as strings and non-finite floats as null, ready for json.dumps."""
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, Path):
         return str(x)
     if isinstance(x, float) and not math.isfinite(x):
