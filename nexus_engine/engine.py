@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from nexus_engine.config import limits
@@ -106,27 +106,8 @@ class Engine:
         params = GenParams(max_tokens=req.max_tokens, seed=req.seed, **sampling(tower, req))
         stops = StopMatcher(req.stop)
         t0 = time.perf_counter()
-        t_first: float | None = None
-        n = 0
-        finish = "length"
-        for piece in tower.stream(messages, params, cancel):
-            n += 1
-            if t_first is None:
-                t_first = time.perf_counter()
-            text = stops.feed(piece)
-            if text:
-                emit(TokenChunk(id=req.id, text=text))
-            if stops.stopped:
-                finish = "stop"
-                break
-            if lease.should_yield():  # a background run gives its memory to an interactive request
-                finish = "preempted"
-                break
-        else:
-            finish = "cancelled" if cancel.is_set() else ("length" if n >= req.max_tokens else "eos")
-        tail = stops.flush()
-        if tail:
-            emit(TokenChunk(id=req.id, text=tail))
+        n, t_first, finish = stream_answer(tower.stream(messages, params, cancel), req, stops, emit, cancel,
+                                           lease.should_yield)
         t_end = time.perf_counter()
         decode_s = t_end - (t_first or t_end)
         return {
@@ -186,3 +167,28 @@ def fit_context(tower: ChatTower, messages: list[dict[str, str]],
         dropped += 1
         n = tower.count_tokens(msgs)
     return msgs, dropped, n
+
+
+def stream_answer(pieces: Iterable[str], req: ChatRequest, stops: StopMatcher, emit: Emit, cancel: threading.Event,
+                  should_yield: Callable[[], bool] | None = None) -> tuple[int, float | None, str]:
+    """Send a tower's token pieces as TokenChunks through the stop matcher: (pieces, time of the first, finish)."""
+    t_first: float | None = None
+    n, finish = 0, "length"
+    for piece in pieces:
+        n += 1
+        t_first = t_first or time.perf_counter()
+        text = stops.feed(piece)
+        if text:
+            emit(TokenChunk(id=req.id, text=text))
+        if stops.stopped:
+            finish = "stop"
+            break
+        if should_yield is not None and should_yield():  # a background run gives its memory to interactive work
+            finish = "preempted"
+            break
+    else:
+        finish = "cancelled" if cancel.is_set() else ("length" if n >= req.max_tokens else "eos")
+    tail = stops.flush()
+    if tail:
+        emit(TokenChunk(id=req.id, text=tail))
+    return n, t_first, finish

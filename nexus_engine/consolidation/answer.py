@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from nexus_engine.consolidation import adapters
 from nexus_engine.errors import BadInputError, NexusError
-from nexus_engine.protocol import ChatRequest, ResidencyEvent, TokenChunk
+from nexus_engine.protocol import ChatRequest, ResidencyEvent
 
 if TYPE_CHECKING:
     from nexus_engine.engine import Emit, Engine
@@ -125,7 +125,7 @@ def answer_with_projector(engine: Engine, req: ChatRequest, emit: Emit, cancel: 
     import torch
 
     from nexus_engine.consolidation import projector as pj
-    from nexus_engine.engine import fit_context, sampling
+    from nexus_engine.engine import fit_context, sampling, stream_answer
     from nexus_engine.towers.base import GenParams
     from nexus_engine.towers.chat_format import StopMatcher
     from nexus_engine.vision import chat as vision_chat
@@ -153,23 +153,10 @@ def answer_with_projector(engine: Engine, req: ChatRequest, emit: Emit, cancel: 
             embeds = pj.embed_prompt(model, left, prefix, right)
         params = GenParams(max_tokens=req.max_tokens, seed=req.seed, **sampling(llm, req))
         stops = StopMatcher(req.stop)
-        t_first, n, finish = None, 0, "length"
         from nexus_engine.towers.llm_transformers import _eos_ids
 
-        for piece in pj.generate(model, tok, embeds, params, cancel, _eos_ids(model, tok)):
-            n += 1
-            t_first = t_first or time.perf_counter()
-            text = stops.feed(piece)
-            if text:
-                emit(TokenChunk(id=req.id, text=text))
-            if stops.stopped:
-                finish = "stop"
-                break
-        else:
-            finish = "cancelled" if cancel.is_set() else ("length" if n >= req.max_tokens else "eos")
-        tail = stops.flush()
-        if tail:
-            emit(TokenChunk(id=req.id, text=tail))
+        pieces = pj.generate(model, tok, embeds, params, cancel, _eos_ids(model, tok))
+        n, t_first, finish = stream_answer(pieces, req, stops, emit, cancel)
         load = lease.info[choice.llm]
     t_end = time.perf_counter()
     if service.towers(engine).seeing:  # the media search index still gets the files (as the VLM path does)
