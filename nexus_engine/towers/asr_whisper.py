@@ -195,16 +195,33 @@ class FasterWhisperASR:
 
 def looping(text: str) -> bool:
     """Has the decoder got stuck repeating itself ("Stuff it into you. Stuff it into you. Stuff it…")? A
-    four-word run said twice or a pair of words said three times does not happen in a short utterance."""
+    four-word run said twice, a pair of words said three times, or a new sentence that starts the utterance
+    over ("… counseled him. Stuff it into into", cut by the token limit) does not happen in a short utterance."""
     w = re.findall(r"[a-z']+", text.lower())
     fours = [tuple(w[i:i + 4]) for i in range(len(w) - 3)]
     pairs = [tuple(w[i:i + 2]) for i in range(len(w) - 1)]
-    return len(set(fours)) < len(fours) or any(pairs.count(p) >= 3 for p in set(pairs))
+    return (len(set(fours)) < len(fours) or any(pairs.count(p) >= 3 for p in set(pairs))
+            or _restart(text) is not None)
+
+
+def _restart(text: str) -> int | None:
+    """Where a sentence after the first begins with the utterance's first three words (Whisper decoding the
+    audio a second time after it reached the end), or None."""
+    first = re.findall(r"[a-z']+", text.lower())[:3]
+    if len(first) < 3:
+        return None
+    for m in re.finditer(r"[.!?]\s+", text):
+        if re.findall(r"[a-z']+", text[m.end():].lower())[:3] == first:
+            return m.end()
+    return None
 
 
 def cut_loop(text: str) -> str:
-    """The text up to where it starts repeating itself (a four-word run said again), when the second decode
-    loops too (it can, in another casing: "Stuff it into you… Stuff It Into You")."""
+    """The text up to where it starts repeating itself (a four-word run said again, or the utterance started
+    over), when the second decode loops too (it can, in another casing: "Stuff it into you… Stuff It Into You")."""
+    restart = _restart(text)
+    if restart is not None:
+        text = text[:restart].rstrip()
     spans = [(m.group(0).lower(), m.start()) for m in re.finditer(r"[A-Za-z']+", text)]
     seen: set[tuple[str, ...]] = set()
     for i in range(len(spans) - 3):

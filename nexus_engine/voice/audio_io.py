@@ -154,20 +154,31 @@ class Ring:
         self.dropped = 0
 
     def available(self) -> int:
-        return self.w - self.r
+        return min(self.w - self.r, self.cap)
 
     def space(self) -> int:
-        return self.cap - (self.w - self.r)
+        return max(0, self.cap - (self.w - self.r))
+
+    def catch_up(self) -> int:
+        """The consumer fell more than a buffer behind an overwriting producer: skip to the newest half of the
+        buffer (the producer may be writing over the oldest part right now). Returns the samples skipped.
+
+        Only the consumer moves `r`: were the producer to advance it too, the consumer's own `r += n` could undo
+        that move and replay audio from the previous lap (a phrase heard twice)."""
+        behind = self.w - self.r
+        if behind <= self.cap:
+            return 0
+        lost = behind - self.cap // 2
+        self.r += lost
+        self.dropped += lost
+        return lost
 
     def write(self, x: np.ndarray, overwrite: bool = False) -> int:
-        """Append; when full, either drop the oldest unread audio (overwrite) or write only what fits."""
+        """Append; when full, either write over the oldest unread audio (overwrite: the consumer skips it, see
+        catch_up) or write only what fits."""
         n = len(x)
         if not overwrite:
             n = min(n, self.space())
-        elif n > self.space():
-            lost = n - self.space()
-            self.r += lost
-            self.dropped += lost
         start = self.w % self.cap
         first = min(n, self.cap - start)
         self.buf[start:start + first] = x[:first]
@@ -177,14 +188,18 @@ class Ring:
         return n
 
     def read_into(self, out: np.ndarray) -> int:
-        n = min(len(out), self.available())
-        start = self.r % self.cap
-        first = min(n, self.cap - start)
-        out[:first] = self.buf[start:start + first]
-        if n > first:
-            out[first:n] = self.buf[:n - first]
-        self.r += n
-        return n
+        while True:
+            self.catch_up()
+            pos = self.r
+            n = min(len(out), self.w - pos, self.cap)
+            start = pos % self.cap
+            first = min(n, self.cap - start)
+            out[:first] = self.buf[start:start + first]
+            if n > first:
+                out[first:n] = self.buf[:n - first]
+            if self.w - pos <= self.cap:  # nothing we copied was written over meanwhile (else: copy again)
+                self.r = pos + n
+                return n
 
     def view_into(self, end: int, out: np.ndarray) -> None:
         """Copy the `len(out)` samples written just before absolute position `end` (zeros where not kept)."""
@@ -272,7 +287,7 @@ class AudioBackend:
             if self.error is not None or time.monotonic() > deadline:
                 return None
             time.sleep(0.003)
-        if self.mic.dropped:  # the loop fell behind: realign the stamps with the frames still in the ring
+        if self.mic.catch_up() or self.mic.dropped:  # the loop fell behind: realign the stamps with the frames kept
             self.frames_out = max(self.frames_out, self.frames_in - self.mic.available() // FRAME)
         self.mic.read_into(self._frame)
         k = self.frames_out
@@ -609,10 +624,9 @@ class SoundDeviceAudio(AudioBackend):
         self.error = f"the {which} device stopped"
 
     def read(self, timeout: float = 1.0) -> np.ndarray | None:
-        if self._conv_in is not None and self._raw.available():
+        if self._conv_in is not None and self._raw.catch_up() + self._raw.available():
             block = np.zeros(self._raw.available(), dtype=np.float32)
-            self._raw.read_into(block)
-            out = self._conv_in(block)
+            out = self._conv_in(block[:self._raw.read_into(block)])
             for i in range(0, len(out) - FRAME + 1, FRAME):  # stamps per converted frame
                 self._on_input(out[i:i + FRAME])
         frame = super().read(timeout)

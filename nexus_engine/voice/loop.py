@@ -409,7 +409,9 @@ class VoiceLoop:
         every = max(self.cfg.partial_ms, 3 * self._partial_ms)
         if s.in_turn and not s.paused and self.t_ms - self._last_partial >= every:
             self._last_partial = self.t_ms
-            self.asr.submit(self.turn_id, self._audio(self.seg_start, self.t_ms), False, s.speech_ms)
+            # partials are tagged -turn: finals count up from 1, and a shared number would let a partial's
+            # completion cancel the drop of a final with that tag
+            self.asr.submit(-self.turn_id, self._audio(self.seg_start, self.t_ms), False, s.speech_ms)
         if self.barge == "pending" and s.in_turn and s.speech_ms >= self.turns.cfg.backchannel_ms:
             self._barge_commit("the user kept talking")
         elif self.barge == "pending" and not s.in_turn and self.resume_at and self.now >= self.resume_at:
@@ -427,7 +429,7 @@ class VoiceLoop:
     def _on_asr(self, tag: int, res: AsrResult) -> None:
         if not res.final:
             self._partial_ms = res.ms
-            if tag == self.turn_id and self.turns.s.in_turn:
+            if tag == -self.turn_id and self.turns.s.in_turn:
                 self.emit(Transcript(id=self.call_id, text=self._text(res), final=False))
             return
         log.info("final (tag %d, pause tag %d, %.0f ms, %.1f s)%s: %r", tag, self.pause_tag, res.ms, res.audio_s,

@@ -150,6 +150,42 @@ def test_ring_keeps_history_by_absolute_position_across_the_wrap() -> None:
     assert fifo.write(np.ones(6, dtype=np.float32)) == 4  # a queue that is full takes what fits
 
 
+def test_a_consumer_that_falls_behind_skips_old_audio_and_never_hears_it_twice() -> None:
+    """The microphone callback overwrites a full ring while the loop is stalled; the loop then reads on. Every
+    sample it gets must be newer than the last one (a replayed lap would be a phrase transcribed twice). Thread
+    switches are forced every microsecond so the races show up within a few trials."""
+    import sys
+    import threading
+
+    def trial() -> tuple[list[float], int]:
+        ring = Ring(64)
+        got: list[float] = []
+        done = threading.Event()
+
+        def produce() -> None:
+            for i in range(0, 100_000, 8):
+                ring.write(np.arange(i, i + 8, dtype=np.float32), overwrite=True)
+            done.set()
+
+        t = threading.Thread(target=produce)
+        t.start()
+        out = np.zeros(5, dtype=np.float32)
+        while not done.is_set() or ring.available():
+            got.extend(out[:ring.read_into(out)].tolist())
+        t.join()
+        return got, ring.dropped
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(20):
+            got, dropped = trial()
+            assert len(got) > 100 and dropped > 0  # it did fall behind, and counted what it skipped
+            assert all(b > a for a, b in zip(got, got[1:], strict=False)), "a sample came back out of order or twice"
+    finally:
+        sys.setswitchinterval(interval)
+
+
 @pytest.mark.parametrize("src", [48000, 44100, 8000])
 def test_stream_resampler_keeps_speech_and_drops_what_would_alias(src: int) -> None:
     t = np.arange(src * 2) / src
@@ -182,3 +218,25 @@ def test_array_audio_pairs_each_microphone_frame_with_what_was_played() -> None:
     m, r = np.concatenate(mic), np.concatenate(ref)
     lag = int(np.argmax(m)) - int(np.argmax(r))
     assert lag == 960 and m.max() == pytest.approx(0.5)  # the echo comes 60 ms after its reference
+
+
+@pytest.mark.parametrize(("decoded", "kept"), [
+    # seen in CI: after the end of the clip Whisper started the utterance again until the token limit cut it
+    ("Stuff it into you, his belly counseled him. Stuff it into into", "Stuff it into you, his belly counseled him."),
+    ("Stuff it into you. Stuff it into you. Stuff it", "Stuff it into you."),
+])
+def test_whisper_starting_the_utterance_over_is_caught_and_cut(decoded: str, kept: str) -> None:
+    from nexus_engine.towers.asr_whisper import cut_loop, looping
+
+    assert looping(decoded) and cut_loop(decoded) == kept
+
+
+@pytest.mark.parametrize("said", [
+    "He hoped there would be stew for dinner. He hoped for turnips too.",  # two words again: people do that
+    "I think so. I think that is right.",
+    "Stuff it into you, his belly counseled him.",
+])
+def test_ordinary_speech_is_not_taken_for_a_loop(said: str) -> None:
+    from nexus_engine.towers.asr_whisper import cut_loop, looping
+
+    assert not looping(said) and cut_loop(said) == said
