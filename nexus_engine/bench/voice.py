@@ -166,6 +166,7 @@ def _turn(name: str, r: int, ref: str, final: str, reply: VoiceReply | None, end
     shift = (loop_end - end_wall) * 1000 if loop_end and end_wall else 0.0
     for key in ("vad_eot_ms", "asr_final_ms"):
         out[key] = round(stats[key] + shift, 1) if stats.get(key) is not None else None
+    out["asr_final_audio_s"] = stats.get("asr_final_audio_s")
     out["llm_first_token_ms"] = stats.get("llm_first_token_ms")
     out["tts_first_audio_ms"] = stats.get("tts_first_audio_ms")
     out["total_ms"] = round((first_audio - end_wall) * 1000, 1) if first_audio and end_wall else None

@@ -48,6 +48,7 @@ class WhisperResult:
 
     text: str
     segments: list[dict[str, Any]] = field(default_factory=list)  # start/end seconds, text
+    words: list[dict[str, Any]] = field(default_factory=list)  # word, start, end (seconds), probability
     no_speech_prob: float = 0.0
     avg_logprob: float = 0.0
     language: str = "en"
@@ -139,8 +140,10 @@ class FasterWhisperASR:
 
     # ------------------------------------------------------------------------------------------- run
     def transcribe(self, audio: Any, sample_rate: int, *, prompt: str | None = None,
-                   timestamps: bool = False) -> WhisperResult:
-        """Mono audio -> text. `prompt`: earlier text, for continuity between long-form chunks."""
+                   timestamps: bool = False, words: bool = False) -> WhisperResult:
+        """Mono audio -> text. `prompt`: earlier text, for continuity between long-form chunks. `words`: also
+        each word's time (cross-attention alignment, one extra decoder pass), for cutting a live turn between
+        words."""
         if self.model is None:
             raise InternalError(f"tower {self.spec.name!r} is not loaded")
         samples = resample(mono_float(audio), sample_rate, SAMPLE_RATE)
@@ -150,10 +153,10 @@ class FasterWhisperASR:
             return WhisperResult(text="", no_speech_prob=1.0, avg_logprob=0.0, language=self.language)
         with self._lock:
             if len(samples) <= SHORT_MAX_S * SAMPLE_RATE and not timestamps:
-                return self._short(samples, prompt)
+                return self._short(samples, prompt, words)
             return self._long(samples, prompt)
 
-    def _short(self, samples: np.ndarray, prompt: str | None) -> WhisperResult:
+    def _short(self, samples: np.ndarray, prompt: str | None, words: bool = False) -> WhisperResult:
         import ctranslate2
 
         feats = self.model.feature_extractor(samples, padding=0)  # [80, frames]
@@ -177,10 +180,18 @@ class FasterWhisperASR:
                                             return_no_speech_prob=True, suppress_blank=True,
                                             repetition_penalty=1.3, no_repeat_ngram_size=3)[0]
             text = cut_loop(tok.decode([t for t in res.sequences_ids[0] if t < tok.eot]).strip())
+        aligned = self._words(tok, text, enc, k) if words and text else []
         # CTranslate2's score is already length-normalized (length_penalty 1): the mean token log-probability
-        return WhisperResult(text=text, no_speech_prob=float(res.no_speech_prob),
+        return WhisperResult(text=text, words=aligned, no_speech_prob=float(res.no_speech_prob),
                              avg_logprob=float(res.scores[0]) if res.scores else 0.0, language=self.language,
                              segments=[{"start": 0.0, "end": len(samples) / SAMPLE_RATE, "text": text}] if text else [])
+
+    def _words(self, tok: Any, text: str, enc: Any, frames: int) -> list[dict[str, Any]]:
+        ids = tok.encode(" " + text)
+        found = self.model.find_alignment(tok, [ids], enc, frames)
+        return [{"word": w["word"].strip(), "start": round(float(w["start"]), 3), "end": round(float(w["end"]), 3),
+                 "probability": round(float(w["probability"]), 3)} for w in (found[0] if found else [])
+                if w["word"].strip()]
 
     def _long(self, samples: np.ndarray, prompt: str | None) -> WhisperResult:
         segs, _ = self.model.transcribe(samples, language=self.language, beam_size=1, initial_prompt=prompt,

@@ -44,6 +44,7 @@ class AsrResult:
     audio_s: float
     phantom: str = ""  # why the result was judged not to be speech ("" = real)
     segments: list[dict[str, Any]] = field(default_factory=list)
+    words: list[dict[str, Any]] = field(default_factory=list)  # finals, where the tower aligns words: word/start/end
 
 
 def phantom_reason(result: Any, audio: np.ndarray, speech_ms: float) -> str:
@@ -74,14 +75,17 @@ class StreamingASR:
         self.jobs: queue.Queue[tuple[int, np.ndarray, bool, float, str] | None] = queue.Queue()
         self.busy = False
         self.prompted = _accepts(tower.transcribe, "prompt")  # Whisper takes the earlier text as context
+        self.aligns = _accepts(tower.transcribe, "words")  # word times: a live turn can be cut between words
         self.dropped: set[int] = set()  # tags whose results nobody wants any more (not started: skipped)
         self._thread = threading.Thread(target=self._run, name="nexus-asr", daemon=True)
         self._thread.start()
 
-    def submit(self, tag: int, audio: np.ndarray, final: bool, speech_ms: float, prompt: str = "") -> None:
+    def submit(self, tag: int, audio: np.ndarray, final: bool, speech_ms: float, prompt: str = "") -> bool:
+        """Queue a transcription; False when a partial was skipped."""
         if not final and (self.busy or not self.jobs.empty()):
-            return  # a partial is only a preview: never queue one behind other work
+            return False  # a partial is only a preview: never queue one behind other work
         self.jobs.put((tag, audio.copy(), final, speech_ms, prompt))
+        return True
 
     def drop(self, tag: int) -> None:
         self.dropped.add(tag)
@@ -102,11 +106,14 @@ class StreamingASR:
             self.busy = True
             try:
                 t0 = time.perf_counter()
-                kwargs = {"prompt": prompt[-200:]} if prompt and self.prompted else {}
+                kwargs: dict[str, Any] = {"prompt": prompt[-200:]} if prompt and self.prompted else {}
+                if final and self.aligns:
+                    kwargs["words"] = True
                 res = self.tower.transcribe(audio, RATE, **kwargs)
                 ms = (time.perf_counter() - t0) * 1000
                 why = phantom_reason(res, audio, speech_ms) if final else ""
-                self.on_result(tag, AsrResult(str(res.text).strip(), final, ms, len(audio) / RATE, why))
+                self.on_result(tag, AsrResult(str(res.text).strip(), final, ms, len(audio) / RATE, why,
+                                              words=list(getattr(res, "words", None) or [])))
             except Exception as e:  # a failing transcription must not end the call
                 log.exception("transcription failed")
                 self.on_result(tag, AsrResult("", final, 0.0, len(audio) / RATE, f"error: {e}"))

@@ -48,6 +48,7 @@ from nexus_engine.voice.asr import AsrResult, StreamingASR
 from nexus_engine.voice.audio_io import FRAME, RATE, AudioBackend, AudioDeviceError, Ring, level_db
 from nexus_engine.voice.local_client import LocalClient
 from nexus_engine.voice.reply import Reply, Times
+from nexus_engine.voice.segments import ends_between_words
 from nexus_engine.voice.tts import Speaker
 from nexus_engine.voice.turns import TurnConfig, TurnEvent, TurnTaker, is_backchannel, sounds_complete
 from nexus_engine.voice.vad import WINDOW_MS, VadFrames, VadWindow
@@ -68,6 +69,9 @@ MIN_SEGMENT_MS = 1500.0  # speech before a pause that is kept as a finished segm
 # ... if the pause was this long: shorter gaps are the closure of a stop consonant inside a word ("mut-ton") or a
 # soft onset the VAD misses ("you | his"), and cutting there loses or splits a word
 SEGMENT_GAP_MS = 200.0
+# a shorter pause after this much speech still cuts the turn if the pause's final says it fell between two words
+# (segments.py): the final at the end of a long turn then only transcribes its last seconds
+EAGER_SEGMENT_MS = 2000.0
 WARM_TEXT = "Sure, here is a short answer to warm the voice up."
 
 
@@ -135,6 +139,10 @@ class VoiceLoop:
         self.part_of: dict[int, int] = {}  # final tag -> its index in parts
         self.pause_tag = -1  # the final running for the current pause (-1: none)
         self.pause_cut = 0.0
+        self.pause_from = 0.0  # where that final's audio starts
+        self.pause_speech_ms = 0.0
+        self.trims: dict[int, tuple[int, float, float]] = {}  # final tag -> (part, audio from, to): cut by words
+        self._partial_from = -1.0  # where the partial in flight starts
         self._pause_at = 0.0  # audio ms of the last speech before the current pause
         self.pause_result: AsrResult | None = None
         self.awaiting = False  # the turn ended and waits for its transcripts
@@ -359,16 +367,23 @@ class VoiceLoop:
             self.times.speech_end = self._wall(ev.t_ms)
             self._pause_at = ev.t_ms
             self.pause_cut, self.pause_result = self.t_ms, None
-            self.pause_tag = self._submit_final(self.seg_start, self.t_ms, ev.speech_ms)
+            self._pause_final(ev.speech_ms)
         elif ev.kind == "resume":
             gap = ev.t_ms - WINDOW_MS - self._pause_at
-            if self.pause_tag >= 0 and gap >= SEGMENT_GAP_MS and self.pause_cut - self.seg_start >= MIN_SEGMENT_MS:
+            spoken = self.pause_cut - self.seg_start
+            if self.pause_tag >= 0 and gap >= SEGMENT_GAP_MS and spoken >= MIN_SEGMENT_MS:
                 # keep what was said before the pause as a finished segment: the final at the end of the turn
                 # then only has the audio since, so its cost does not grow with the length of the turn
                 self.parts.append(self.pause_result)
                 if self.pause_result is None:
                     self.part_of[self.pause_tag] = len(self.parts) - 1
                 self.seg_start = self.pause_cut
+            elif self.pause_tag >= 0 and self.asr.aligns and not self.trims and spoken >= EAGER_SEGMENT_MS:
+                # a short pause: cut here if its final (once back) heard whole words up to it
+                self.parts.append(None)
+                self.trims[self.pause_tag] = (len(self.parts) - 1, self.pause_from, self.pause_cut)
+                if self.pause_result is not None:
+                    self._trim(self.pause_tag, self.pause_result)
             elif self.pause_tag >= 0 and self.pause_result is None:
                 self.asr.drop(self.pause_tag)  # not started yet: skip it
             self.pause_tag, self.pause_result = -1, None
@@ -384,13 +399,32 @@ class VoiceLoop:
             self.awaiting = True
             if self.pause_tag < 0:  # push-to-talk released mid-speech: no pause final yet
                 self.pause_cut = self.t_ms
-                self.pause_tag = self._submit_final(self.seg_start, self.t_ms, ev.speech_ms)
+                self._pause_final(ev.speech_ms)
             self._maybe_end()
         elif ev.kind == "drop":
             if self.barge == "pending":  # a cough or a word's first syllable: wait a moment before going on
                 self.resume_at = self.now + BARGE_RESUME_S
             self._reset_turn()
             self._idle_state()
+
+    def _pause_final(self, speech_ms: float) -> None:
+        """Transcribe the segment up to the pause (the turn's final, if the pause turns out to be its end)."""
+        self.pause_from, self.pause_speech_ms, self.pause_result = self.seg_start, speech_ms, None
+        self.pause_tag = self._submit_final(self.seg_start, self.pause_cut, speech_ms)
+
+    def _trim(self, tag: int, res: AsrResult) -> None:
+        """A short pause's final is back: when its words say the pause fell between two words, it is a finished
+        part and the turn goes on from the pause; otherwise the part stays empty and nothing moves."""
+        idx, start, end = self.trims.pop(tag)
+        later = any(t > tag for t in self.part_of)
+        if res.phantom or later or self.seg_start != start or not ends_between_words(res.words):
+            self.parts[idx] = replace(res, text="", words=[], phantom="not cut here")
+            return
+        self.parts[idx] = replace(res, words=[])
+        self.seg_start = end
+        if self.pause_tag not in (-1, tag) and self.pause_from == start:  # a later pause's final heard it too
+            self.asr.drop(self.pause_tag)
+            self._pause_final(self.pause_speech_ms)
 
     def _submit_final(self, start_ms: float, end_ms: float, speech_ms: float) -> int:
         self.next_tag += 1
@@ -411,7 +445,8 @@ class VoiceLoop:
             self._last_partial = self.t_ms
             # partials are tagged -turn: finals count up from 1, and a shared number would let a partial's
             # completion cancel the drop of a final with that tag
-            self.asr.submit(-self.turn_id, self._audio(self.seg_start, self.t_ms), False, s.speech_ms)
+            if self.asr.submit(-self.turn_id, self._audio(self.seg_start, self.t_ms), False, s.speech_ms):
+                self._partial_from = self.seg_start
         if self.barge == "pending" and s.in_turn and s.speech_ms >= self.turns.cfg.backchannel_ms:
             self._barge_commit("the user kept talking")
         elif self.barge == "pending" and not s.in_turn and self.resume_at and self.now >= self.resume_at:
@@ -429,18 +464,23 @@ class VoiceLoop:
     def _on_asr(self, tag: int, res: AsrResult) -> None:
         if not res.final:
             self._partial_ms = res.ms
-            if tag == -self.turn_id and self.turns.s.in_turn:
+            if tag == -self.turn_id and self.turns.s.in_turn and self._partial_from == self.seg_start:
                 self.emit(Transcript(id=self.call_id, text=self._text(res), final=False))
             return
         log.info("final (tag %d, pause tag %d, %.0f ms, %.1f s)%s: %r", tag, self.pause_tag, res.ms, res.audio_s,
                  f" phantom: {res.phantom}" if res.phantom else "", res.text)
+        if tag in self.trims:  # a short pause's final, to be cut before its last word
+            self.part_of.pop(tag, None)
+            self._trim(tag, res)
+            self._maybe_end()
+            return
         if tag in self.part_of:  # a finished segment of this turn
             self.parts[self.part_of.pop(tag)] = res
             self._maybe_end()
             return
         if tag != self.pause_tag:
             return  # an abandoned pause's final
-        self.times.final, self.times.asr_ms = time.monotonic(), res.ms
+        self.times.final, self.times.asr_ms, self.times.final_audio_s = time.monotonic(), res.ms, res.audio_s
         self.pause_result = res
         text = self._text(res)
         self.turns.hint(True if res.phantom else sounds_complete(res.text))

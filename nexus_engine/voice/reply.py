@@ -35,6 +35,7 @@ class Times:
     speech_end: float = 0.0
     final: float = 0.0
     asr_ms: float = 0.0
+    final_audio_s: float = 0.0  # audio the last final transcribed (a long turn's earlier parts were done before)
     eot: float = 0.0
     llm_start: float = 0.0
     first_token: float = 0.0
@@ -49,6 +50,7 @@ class Times:
             return round((t - self.speech_end) * 1000, 1) if t and self.speech_end else None
 
         return {"vad_eot_ms": rel(self.eot), "asr_final_ms": rel(self.final), "asr_compute_ms": round(self.asr_ms, 1),
+                "asr_final_audio_s": round(self.final_audio_s, 2),
                 "llm_first_token_ms": round((self.first_token - self.llm_start) * 1000, 1)
                 if self.first_token and self.llm_start else None,
                 "llm_first_token_at_ms": rel(self.first_token), "tts_first_audio_ms": round(self.tts_ms, 1),

@@ -86,6 +86,21 @@ def test_a_thinking_pause_does_not_cut_the_user_off(engine: Any, say: Any, tmp_p
     assert len(finals) == 1 and wer(f"{first} {second}", finals[0]) <= 0.2, finals
 
 
+def test_a_long_turn_is_transcribed_as_it_goes_and_cut_only_between_words(engine: Any, tmp_path: Path) -> None:
+    """The 10 s clip has short pauses at its commas. The turn is cut at those whose final heard whole words, so
+    the final at the end transcribes only the last seconds, and no word is lost or heard twice at a cut."""
+    _, path, ref = clips()[0]
+    clip = decode_file(path)
+    audio = ArrayAudio(realtime=True, keep_output=False)
+    with running(engine, audio, tmp_path, max_tokens=12) as run:
+        audio.feed(np.concatenate([np.zeros(int(0.3 * RATE), np.float32), clip]))
+        run.wait(lambda: bool(run.of(VoiceReply) and run.of(VoiceReply)[-1].final), 90, "the answer")
+    final = next(t.text for t in run.of(Transcript) if t.final)
+    stats = run.of(VoiceReply)[-1].stats
+    assert wer(ref, final) <= 0.15, final
+    assert 0 < stats["asr_final_audio_s"] < 0.6 * len(clip) / RATE, stats
+
+
 def test_backchannels_do_not_stop_nexus_but_speech_does_within_200_ms(engine: Any, say: Any, tmp_path: Path) -> None:
     _, clip, ref = clips()[1]
     audio = ArrayAudio(realtime=True)

@@ -240,3 +240,18 @@ def test_ordinary_speech_is_not_taken_for_a_loop(said: str) -> None:
     from nexus_engine.towers.asr_whisper import cut_loop, looping
 
     assert not looping(said) and cut_loop(said) == said
+
+
+def _words(*spec: tuple[str, float]) -> list[dict[str, object]]:
+    return [{"word": w, "start": i * 0.3, "end": i * 0.3 + 0.3, "probability": p} for i, (w, p) in enumerate(spec)]
+
+
+def test_a_short_pause_is_a_cut_only_after_a_whole_confident_word() -> None:
+    from nexus_engine.voice.segments import ends_between_words, merged
+
+    whole = _words(("turnips", 0.9), ("and", 0.95), ("carrots", 0.9), (",", 0.8))
+    assert merged(whole)[-1]["word"] == "carrots," and ends_between_words(whole)
+    assert not ends_between_words(_words(("bruised", 0.9), ("potatoes", 0.9), ("and", 0.9), ("fat", 0.9),
+                                         ("mut-", 0.9)))  # a stop consonant's closure inside "mutton"
+    assert not ends_between_words(_words(("stew", 0.9), ("for", 0.9), ("din", 0.2)))  # half heard
+    assert not ends_between_words(_words(("stew", 0.9), ("for", 0.9)))  # too little to keep

@@ -1,0 +1,39 @@
+"""Whether a live turn can be cut at a short pause, so the final at the end of a long turn only transcribes its
+last seconds.
+
+A pause of 64 ms inside a sentence may be a stop consonant's closure ("mut-ton") rather than a gap between words.
+The pause's final transcription says which: it comes back with word times and probabilities (Whisper's
+cross-attention alignment), and a word cut through ends in a hyphen ("fat mut-") or is a guess with a low
+probability. Only a pause after a confidently heard whole word becomes a cut.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+MIN_KEEP_WORDS = 3  # fewer is not worth a cut (and is more often a misheard fragment)
+MIN_LAST_WORD_P = 0.6  # below this the last word was probably heard only in part
+
+
+def merged(words: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Whisper's words with punctuation joined to the word before it (",", "." come as words of their own)."""
+    out: list[dict[str, Any]] = []
+    for w in words:
+        text = str(w.get("word", "")).strip()
+        if not text:
+            continue
+        if out and not re.search(r"[A-Za-z0-9]", text):
+            out[-1] = {**out[-1], "word": out[-1]["word"] + text}
+        else:
+            out.append({**w, "word": text})
+    return out
+
+
+def ends_between_words(words: list[dict[str, Any]]) -> bool:
+    """Did the audio these word times come from end between two words (not inside one)?"""
+    ws = merged(words)
+    if len(ws) < MIN_KEEP_WORDS:
+        return False
+    last = ws[-1]
+    return not re.search(r"[-‐–—]$", last["word"]) and float(last.get("probability", 0.0)) >= MIN_LAST_WORD_P
