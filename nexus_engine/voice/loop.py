@@ -48,7 +48,7 @@ from nexus_engine.voice.asr import AsrResult, StreamingASR
 from nexus_engine.voice.audio_io import FRAME, RATE, AudioBackend, AudioDeviceError, Ring, level_db
 from nexus_engine.voice.local_client import LocalClient
 from nexus_engine.voice.reply import Reply, Times
-from nexus_engine.voice.segments import ends_between_words
+from nexus_engine.voice.segments import after_preroll, ends_between_words
 from nexus_engine.voice.tts import Speaker
 from nexus_engine.voice.turns import TurnConfig, TurnEvent, TurnTaker, is_backchannel, sounds_complete
 from nexus_engine.voice.vad import WINDOW_MS, VadFrames, VadWindow
@@ -72,6 +72,9 @@ SEGMENT_GAP_MS = 200.0
 # a shorter pause after this much speech still cuts the turn if the pause's final says it fell between two words
 # (segments.py): the final at the end of a long turn then only transcribes its last seconds
 EAGER_SEGMENT_MS = 2000.0
+# a piece after a cut is transcribed with this much audio from before the cut: alone, a short tail ("counselled
+# him") is misheard; the words in the preroll are dropped again by their aligned times
+PREROLL_MS = 1000.0
 WARM_TEXT = "Sure, here is a short answer to warm the voice up."
 
 
@@ -142,6 +145,7 @@ class VoiceLoop:
         self.pause_from = 0.0  # where that final's audio starts
         self.pause_speech_ms = 0.0
         self.trims: dict[int, tuple[int, float, float]] = {}  # final tag -> (part, audio from, to): cut by words
+        self.preroll: dict[int, float] = {}  # final tag -> seconds of audio before its cut it was given
         self._partial_from = -1.0  # where the partial in flight starts
         self._pause_at = 0.0  # audio ms of the last speech before the current pause
         self.pause_result: AsrResult | None = None
@@ -428,8 +432,12 @@ class VoiceLoop:
 
     def _submit_final(self, start_ms: float, end_ms: float, speech_ms: float) -> int:
         self.next_tag += 1
+        first = self.turn_start.start_ms if self.turn_start is not None else start_ms
+        pre = min(PREROLL_MS, max(0.0, start_ms - first)) if self.asr.aligns else 0.0
+        if pre > 0:
+            self.preroll[self.next_tag] = pre / 1000
         # no prompt: given the turn's earlier text and a short tail of audio, Whisper repeats the prompt
-        self.asr.submit(self.next_tag, self._audio(start_ms, end_ms), True, speech_ms)
+        self.asr.submit(self.next_tag, self._audio(start_ms - pre, end_ms), True, speech_ms)
         return self.next_tag
 
     def _text(self, last: AsrResult | None = None) -> str:
@@ -469,6 +477,10 @@ class VoiceLoop:
             return
         log.info("final (tag %d, pause tag %d, %.0f ms, %.1f s)%s: %r", tag, self.pause_tag, res.ms, res.audio_s,
                  f" phantom: {res.phantom}" if res.phantom else "", res.text)
+        if tag in self.preroll:  # heard with the audio before its cut: keep only the words after it
+            ws = after_preroll(res.words, self.preroll.pop(tag))
+            res = replace(res, text=" ".join(w["word"] for w in ws), words=ws,
+                          phantom=res.phantom or ("" if ws else "nothing after the cut"))
         if tag in self.trims:  # a short pause's final, to be cut before its last word
             self.part_of.pop(tag, None)
             self._trim(tag, res)

@@ -37,3 +37,15 @@ def ends_between_words(words: list[dict[str, Any]]) -> bool:
         return False
     last = ws[-1]
     return not re.search(r"[-‐–—]$", last["word"]) and float(last.get("probability", 0.0)) >= MIN_LAST_WORD_P
+
+
+def after_preroll(words: list[dict[str, Any]], preroll_s: float) -> list[dict[str, Any]]:
+    """The words of a piece transcribed with `preroll_s` of the audio before its cut as context: those in the
+    preroll (by the middle of their aligned time) were kept with the previous piece; times are shifted to the
+    cut."""
+    out = []
+    for w in merged(words):
+        if (float(w["start"]) + float(w["end"])) / 2 >= preroll_s:
+            out.append({**w, "start": round(max(0.0, float(w["start"]) - preroll_s), 3),
+                        "end": round(float(w["end"]) - preroll_s, 3)})
+    return out

@@ -255,3 +255,13 @@ def test_a_short_pause_is_a_cut_only_after_a_whole_confident_word() -> None:
                                          ("mut-", 0.9)))  # a stop consonant's closure inside "mutton"
     assert not ends_between_words(_words(("stew", 0.9), ("for", 0.9), ("din", 0.2)))  # half heard
     assert not ends_between_words(_words(("stew", 0.9), ("for", 0.9)))  # too little to keep
+
+
+def test_a_piece_heard_with_audio_from_before_its_cut_keeps_only_the_words_after_it() -> None:
+    from nexus_engine.voice.segments import after_preroll
+
+    heard = [{"word": w, "start": s, "end": e, "probability": 0.9} for w, s, e in
+             [("his", 0.2, 0.5), ("belly", 0.5, 0.98), ("counselled", 1.02, 1.6), ("him", 1.6, 1.9), (".", 1.9, 2.0)]]
+    kept = after_preroll(heard, 1.0)  # "belly" ends just before the cut, "counselled" starts just after
+    assert [w["word"] for w in kept] == ["counselled", "him."] and kept[0]["start"] == pytest.approx(0.02)
+    assert after_preroll(heard, 3.0) == []
