@@ -4,6 +4,8 @@
            retention table against the teacher, the untrained collapse and a logit-only baseline
   vision   projector from a vision tower's features to the chat LLM's prefix tokens; held-out comparison with
            the text-composition path and with no image
+  audio    projector from the ASR tower's encoder states (utterances spoken by the TTS tower) to the chat LLM's
+           prefix tokens; held-out comparison with the transcript in the prompt and with no audio
   report   Markdown tables + learning-curve PNGs from the results JSONs
   list     the adapters installed in the user's data folder
 
@@ -20,7 +22,7 @@ from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="AGID: train adapters (text student bridges, vision projector); reports")
+    p = sub.add_parser("train", help="AGID: train adapters (text student bridges, vision/audio projectors); reports")
     tsub = p.add_subparsers(dest="train_cmd", metavar="STEP", required=True)
 
     t = tsub.add_parser("text", help="collapsed student + bridges distilled from the teacher's activations")
@@ -52,6 +54,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="evaluate the installed projector again (keeps the training fields of the results JSON)")
     _common(v)
     v.set_defaults(func=_vision)
+
+    a = tsub.add_parser("audio", help="projector: ASR encoder states of spoken utterances -> chat LLM prefix tokens")
+    a.add_argument("--tower", default="whisper-base", help="the ASR tower whose encoder states are projected")
+    a.add_argument("--tts", default="piper-joe", help="the voice that speaks the utterances")
+    a.add_argument("--llm", default="smollm2-hf", help="the chat LLM it feeds (a transformers llm tower)")
+    a.add_argument("--utterances", type=int, default=400, help="spoken training utterances")
+    a.add_argument("--eval-utterances", type=int, default=24)
+    a.add_argument("--eval-novel", type=int, default=16)
+    a.add_argument("--steps", type=int, default=80)
+    a.add_argument("--batch", type=int, default=8)
+    a.add_argument("--lr", type=float, default=2e-3)
+    _common(a)
+    a.set_defaults(func=_audio)
 
     r = tsub.add_parser("report", help="Markdown tables + learning-curve PNGs from the results JSONs")
     r.add_argument("--out", type=Path, help="results folder (default: benchmarks/results/agid)")
@@ -124,6 +139,23 @@ def _vision(args: argparse.Namespace) -> int:
         res = vision.run_vision(cfg)
     _save(res, cfg.out, name)
     print(json.dumps(res["goal"], indent=1))
+    return 0
+
+
+def _audio(args: argparse.Namespace) -> int:
+    from nexus_engine.research.agid import audio, text
+
+    cfg = audio.AudioConfig(tower=args.tower, tts=args.tts, llm=args.llm, train_utterances=args.utterances,
+                            eval_utterances=args.eval_utterances, eval_novel=args.eval_novel, batch=args.batch,
+                            seed=args.seed, device=args.device, threads=args.threads,
+                            out=args.out or text.DEFAULT_OUT, root=args.adapters, fresh=args.fresh)
+    cfg.train.steps, cfg.train.lr = args.steps, args.lr
+    if args.quick:
+        cfg.train_utterances, cfg.eval_utterances, cfg.eval_novel, cfg.max_new_tokens = 16, 2, 2, 8
+        cfg.train.steps, cfg.train.checkpoint_every, cfg.train.log_every = min(args.steps, 4), 2, 1
+    res = audio.run_audio(cfg)
+    _save(res, cfg.out, f"results-audio-{args.tower}.json")
+    print(json.dumps({"goal": res["goal"], "nll": res["nll"]}, indent=1))
     return 0
 
 

@@ -8,8 +8,8 @@ Layout (default root: `<data folder>/adapters`, beside the chat history; never i
     <root>/<tower>/<kind>/checkpoints/           training checkpoints (resume), removed after a finished run
 
 `<tower>` is the tower the adapter belongs to: a text student's bridges belong to the LLM they collapse, a
-projector to the vision tower whose features it projects (its manifest names the LLM it feeds as `teacher`).
-Training one tower's adapter writes only inside its own folder, so every other tower's adapters (and their
+projector to the vision or ASR tower whose features it projects (its manifest names the LLM it feeds as
+`teacher`). Training one tower's adapter writes only inside its own folder, so every other tower's adapters (and their
 evaluations) stay byte for byte what they were: `tree_hashes` is how the tests check that.
 
 No torch at import: the engine reads manifests to decide which path answers before anything loads.
@@ -28,7 +28,7 @@ from nexus_engine import paths
 from nexus_engine.research.agid.errors import AdapterFormatError, AdapterMismatchError
 
 FORMAT, VERSION = "nexus.agid.adapter", 1
-KINDS = ("text_bridges", "vision_projector")
+KINDS = ("text_bridges", "vision_projector", "audio_projector")
 ADAPTER_FILE, MANIFEST = "adapter.safetensors", "manifest.json"
 _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "format": str, "version": int, "kind": str, "tower": str, "created": str, "teacher": dict, "files": dict,

@@ -121,8 +121,8 @@ def _scene_lm(effnet: object) -> tuple[object, object]:
     items = [vision.Item(f, [s.caption]) for f, s in zip(pj.vision_tokens(effnet, [s.image for s in pre]), pre,
                                                           strict=True)]
     throwaway = pj.Projector(1280, 64, 64, pj.TOKENS, emb_rms=pj.embedding_rms(model))
-    loss = vision._Loss(vision.VisionConfig(batch=16, coco_share=0.0), Teacher(model, tok, spec, "-"), throwaway, items,
-                        [], torch.device("cpu"))
+    loss = vision.PrefixLoss(vision.VisionConfig(batch=16, coco_share=0.0), Teacher(model, tok, spec, "-"), throwaway,
+                             items, [], torch.device("cpu"))
     opt = torch.optim.AdamW([*model.parameters(), *throwaway.parameters()], lr=3e-3)
     for step in range(150):
         value, _ = loss(step)
@@ -158,14 +158,14 @@ def test_projector_learns_what_is_in_the_image(effnet: object, tmp_path: Path) -
     proj.load_state_dict(adapters.load_tensors(folder, m))
     held = [scenes.render(900_000 + i) for i in range(8)]
     feats = pj.vision_tokens(effnet, [s.image for s in held])
-    loss = vision._Loss(cfg, teacher, proj, [], [], torch.device("cpu"))
+    loss = vision.PrefixLoss(cfg, teacher, proj, [], [], torch.device("cpu"))
     with torch.no_grad():
         own = sum(_caption_nll(loss, feats[i], held[i].caption) for i in range(8)) / 8
         other = sum(_caption_nll(loss, feats[(i + 4) % 8], held[i].caption) for i in range(8)) / 8
     assert own < other - 0.2, (own, other)
 
 
-def _caption_nll(loss: vision._Loss, feats: torch.Tensor, caption: str) -> float:
+def _caption_nll(loss: vision.PrefixLoss, feats: torch.Tensor, caption: str) -> float:
     item = vision.Item(feats, [caption])
     loss.items, loss.cfg.batch, loss.cfg.coco_share = [item], 1, 0.0
     value, _ = loss(0)

@@ -1,6 +1,7 @@
 """`nexus train report`: Markdown tables and learning-curve PNGs from the results JSONs of `nexus train`.
 
-Reads `results-text-<tower>.json` and `results-vision-<tower>.json` in the results folder and writes
+Reads `results-text-<tower>.json`, `results-vision-<tower>.json` and `results-audio-<tower>.json` in the results
+folder and writes
 `report.md` and `plots/*.png` beside them (PNG charts are the NIWT lab's Pillow line charts).
 """
 
@@ -20,13 +21,14 @@ def write_report(out: Path) -> dict[str, Path]:
     out = Path(out)
     texts = sorted(out.glob("results-text-*.json"))
     visions = sorted(out.glob("results-vision-*.json"))
-    if not texts and not visions:
+    audios = sorted(out.glob("results-audio-*.json"))
+    if not texts and not visions and not audios:
         from nexus_engine.errors import NexusError
 
-        raise NexusError(f"no results-text-*.json or results-vision-*.json in {out}",
-                         "run `nexus train text` / `nexus train vision` first")
+        raise NexusError(f"no results-text-*.json, results-vision-*.json or results-audio-*.json in {out}",
+                         "run `nexus train text` / `nexus train vision` / `nexus train audio` first")
     (out / "plots").mkdir(parents=True, exist_ok=True)
-    lines = ["# AGID: activation-guided distillation and the vision projector", "",
+    lines = ["# AGID: activation-guided distillation and the vision and audio projectors", "",
              "Written by `nexus train report` from the results JSONs in this folder; how the numbers are made is "
              "in docs/agid.md.", ""]
     written: dict[str, Path] = {}
@@ -36,6 +38,9 @@ def write_report(out: Path) -> dict[str, Path]:
     for path in visions:
         res = json.loads(path.read_text(encoding="utf-8"))
         lines += vision_section(res, out, written)
+    for path in audios:
+        res = json.loads(path.read_text(encoding="utf-8"))
+        lines += audio_section(res, out, written)
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
     written["report"] = report
@@ -146,4 +151,67 @@ def vision_section(res: dict[str, Any], out: Path, written: dict[str, Path]) -> 
                                {"caption cross-entropy": [(r["step"], r["loss"]) for r in res["curve"]["curve"]]},
                                f"{v['tower']} -> {res['llm']['tower']}: projector training", "step", "loss (nats)")
     lines += [f"![projector learning curve](plots/{name}-curve.png)", ""]
+    return lines
+
+
+AUDIO_SPLITS = (("eval_seen", "held-out utterances (colour-shape pairs seen in training)"),
+                ("eval_novel", "held-out utterances with a never-trained colour-shape pair"))
+
+
+def audio_section(res: dict[str, Any], out: Path, written: dict[str, Path]) -> list[str]:
+    a, ev, d = res["audio"], res["eval"], res["data"]
+    lines = [f"## Audio: {a['tower']} encoder states → {res['llm']['tower']} prefix tokens", "",
+             f"Projector {a['in_width']} → {a['latent']} → {a['out_width']}, {a['tokens']} audio tokens (mean + "
+             f"{a['chunks']} stretches of the utterance), {res['params']:,} parameters; LLM frozen. Trained on "
+             f"{d['train']} utterances ({d['speech_seconds']['train']:.0f} s of speech, spoken by {a['tts']}) for "
+             f"{res['config']['train']['steps']} steps. Answers are greedy (≤ {res['config']['max_new_tokens']} "
+             "tokens) to “Which shapes and colours did the user mention?”; the text path has the "
+             f"{a['tower']} transcript in its system message.", ""]
+    for split, label in AUDIO_SPLITS:
+        rows = {p: ev.get(f"{split}/{p}") for p in ("projector", "text", "none")}
+        if not rows["projector"]:
+            continue
+        keys = list(rows["projector"]["mean"])
+        lines += [f"**{label}** ({rows['projector']['n']} utterances)", "",
+                  "| path | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+        for p, label_p in (("projector", "projector (trained)"), ("text", "text composition (ASR transcript)"),
+                           ("none", "no audio")):
+            if rows[p]:
+                lines.append(f"| {label_p} | " + " | ".join(_f(rows[p]["mean"][k], 2) for k in keys) + " |")
+        if rows["text"] and rows["text"].get("notes"):
+            lines.append("| *the transcript alone (what the text path could pass on)* | "
+                         + " | ".join(_f(rows["text"]["notes"][k], 2) for k in keys) + " |")
+        lines.append("")
+        for p in ("projector", "text"):
+            if rows[p] and rows[p]["samples"]:
+                s = rows[p]["samples"][0]
+                answer = " ".join(s["answer"].split())[:160]
+                lines.append(f"- {p}: reference “{s['reference']}” → answer “{answer}”")
+        lines.append("")
+    nll = res.get("nll") or {}
+    if nll:
+        lines += ["Cross-entropy of the reference answer (nats per answer token), teacher-forced:", "",
+                  "| utterances | given its own audio | another utterance's audio | all-zero encoder states |",
+                  "|---|---:|---:|---:|"]
+        fit = nll.get("train_fit")
+        if fit:
+            lines.append(f"| {fit['n']} training utterances, before → after training | "
+                         f"{_f(fit['untrained'])} → {_f(fit['trained'])} | – | – |")
+        for split, label in AUDIO_SPLITS:
+            if split in nll:
+                r = nll[split]
+                lines.append(f"| {label} | {_f(r['own'])} | {_f(r['other'])} | {_f(r['zeros'])} |")
+        lines.append("")
+    g = res["goal"]
+    lines += [f"**Goal** (the projector answers held-out questions about the audio better than the transcript in "
+              f"the prompt): {'met' if g['met'] else 'not met'} — " + "; ".join(
+                  f"{k}: {d['metric']} {d['projector']:.2f} vs {d['text']:.2f} "
+                  f"(the transcript alone {_f(d.get('text_notes'), 2)}, no audio {d['none']:.2f})"
+                  for k, d in g.items() if isinstance(d, dict)), ""]
+    name = f"audio-{a['tower']}"
+    written[name] = line_chart(out / "plots" / f"{name}-curve.png",
+                               {"answer cross-entropy": [(r["step"], r["loss"]) for r in res["curve"]["curve"]]},
+                               f"{a['tower']} -> {res['llm']['tower']}: audio projector training", "step",
+                               "loss (nats)")
+    lines += [f"![audio projector learning curve](plots/{name}-curve.png)", ""]
     return lines

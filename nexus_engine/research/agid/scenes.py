@@ -49,17 +49,22 @@ class Scene:
 
     @property
     def caption(self) -> str:
-        parts = [k.phrase() for k in self.kinds]
-        return "The image shows " + (parts[0] if len(parts) == 1 else f"{parts[0]} and {parts[1]}") + "."
+        return f"The image shows {describe(self.kinds)}."
 
     @property
     def novel(self) -> bool:
         return any((k.color, k.shape) in NOVEL for k in self.kinds)
 
 
-def render(seed: int, novel: bool | None = False) -> Scene:
-    """Scene `seed`. novel=False: no NOVEL pair; True: at least one NOVEL pair; None: anything."""
-    rng = random.Random(seed)
+def describe(kinds: list[Kind]) -> str:
+    """"two red circles and a blue square": the exact phrase for one or two kinds (captions, spoken utterances)."""
+    parts = [k.phrase() for k in kinds]
+    return parts[0] if len(parts) == 1 else f"{parts[0]} and {parts[1]}"
+
+
+def sample_kinds(rng: random.Random, novel: bool | None = False) -> list[Kind]:
+    """One or two kinds of objects, in a canonical order. novel=False: no NOVEL pair; True: at least one NOVEL pair;
+    None: anything. (The audio utterances draw their content here too, so both modalities share one vocabulary.)"""
     while True:
         n_kinds = rng.choice((1, 2))
         pairs: list[tuple[str, str]] = []
@@ -69,7 +74,13 @@ def render(seed: int, novel: bool | None = False) -> Scene:
                 pairs.append(p)
         if novel is not True or any(p in NOVEL for p in pairs):
             break
-    kinds = [Kind(c, s, rng.choice((1, 2, 3))) for c, s in sorted(pairs, key=lambda p: (SHAPES.index(p[1]), p[0]))]
+    return [Kind(c, s, rng.choice((1, 2, 3))) for c, s in sorted(pairs, key=lambda p: (SHAPES.index(p[1]), p[0]))]
+
+
+def render(seed: int, novel: bool | None = False) -> Scene:
+    """Scene `seed`. novel=False: no NOVEL pair; True: at least one NOVEL pair; None: anything."""
+    rng = random.Random(seed)
+    kinds = sample_kinds(rng, novel)
     bg = tuple(rng.randint(200, 245) for _ in range(3))
     image = Image.new("RGB", (SIZE, SIZE), bg)
     draw = ImageDraw.Draw(image)

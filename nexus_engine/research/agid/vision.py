@@ -66,17 +66,6 @@ class Item:
     split: str = ""
 
 
-def widths(vision: Any, llm: Any) -> dict[str, int]:
-    """Projector widths from models.toml: the vision tower's width and latent_width, the LLM's width."""
-    for spec in (vision, llm):
-        if not spec.width:
-            raise NexusError(f"[towers.{spec.name}] has no width",
-                             f"add width = <feature width> to [towers.{spec.name}] in models.toml "
-                             "(EfficientNet-Lite0: 1280; SmolLM2-135M: 576)")
-    return {"in_width": vision.width, "latent": vision.latent_width or min(vision.width, llm.width),
-            "out_width": llm.width}
-
-
 def _prepare(cfg: VisionConfig, teacher: Teacher | None, vision_tower: Any) -> tuple[Any, ...]:
     device = pick_device(cfg.device)
     vspec = spec_of(cfg.tower, ("image_encoder",))
@@ -84,14 +73,21 @@ def _prepare(cfg: VisionConfig, teacher: Teacher | None, vision_tower: Any) -> t
         raise NexusError(f"tower {cfg.tower!r} ({vspec.backend}) has no projector feature reader yet",
                          "the projector reads EfficientNet feature maps (efficientnet-lite0)")
     teacher = teacher or load_teacher(cfg.llm, str(device))
-    w = widths(vspec, teacher.spec)
-    if teacher.model.get_input_embeddings().weight.shape[1] != w["out_width"]:
-        raise NexusError(f"[towers.{cfg.llm}] width = {w['out_width']} but its embeddings are "
-                         f"{teacher.model.get_input_embeddings().weight.shape[1]} wide", "fix width in models.toml")
-    vision_tower = vision_tower or _load(vspec)
+    w = checked_widths(vspec, teacher)
+    vision_tower = vision_tower or load_tower(vspec)
     if device.type == "cpu":
         torch.set_num_threads(cfg.threads)
     return device, vspec, teacher, w, vision_tower
+
+
+def checked_widths(tower: Any, teacher: Teacher) -> dict[str, int]:
+    """pj.widths, with the LLM's width checked against its real embedding table."""
+    w = pj.widths(tower, teacher.spec)
+    real = teacher.model.get_input_embeddings().weight.shape[1]
+    if real != w["out_width"]:
+        raise NexusError(f"[towers.{teacher.spec.name}] width = {w['out_width']} but its embeddings are {real} wide",
+                         "fix width in models.toml")
+    return w
 
 
 def run_vision(cfg: VisionConfig, progress: Any = say, teacher: Teacher | None = None,
@@ -112,12 +108,12 @@ def run_vision(cfg: VisionConfig, progress: Any = say, teacher: Teacher | None =
     if cfg.fresh:
         clear_checkpoints(folder / "checkpoints", "projector")
     t0 = time.perf_counter()
-    loss_fn = _Loss(cfg, teacher, proj, data["train"], data["coco_train"], device)
+    loss_fn = PrefixLoss(cfg, teacher, proj, data["train"], data["coco_train"], device)
     log = train("projector", dict(proj.named_parameters()), loss_fn, cfg.train, checkpoints=folder / "checkpoints",
                 fingerprint_=fp, resume=not cfg.fresh, progress=progress)
     secs["train"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ocr_tower = ocr_tower if ocr_tower is not None else (_load(spec_of(cfg.ocr, ("ocr",))) if cfg.ocr else None)
+    ocr_tower = ocr_tower if ocr_tower is not None else (load_tower(spec_of(cfg.ocr, ("ocr",))) if cfg.ocr else None)
     ev = evaluate(cfg, teacher, proj, vision_tower, ocr_tower, data, progress)
     secs["eval"] = time.perf_counter() - t0
     res = {"kind": "vision", "llm": teacher.info, "vision": {"tower": cfg.tower, "revision": revision_of(vspec),
@@ -143,19 +139,12 @@ def reevaluate(cfg: VisionConfig, previous: dict[str, Any] | None, progress: Any
                vision_tower: Any = None, ocr_tower: Any = None) -> dict[str, Any]:
     """Evaluate the installed projector again (after a change to the evaluation, say) without retraining it.
     The training fields of `previous` (a results JSON) are kept when it describes this same adapter."""
-    from nexus_engine.research.agid.teacher import check_teacher
-
     _, _, teacher, _, vision_tower = _prepare(cfg, teacher, vision_tower)
     folder = adapters.adapter_dir(cfg.tower, "vision_projector", cfg.root)
-    manifest = adapters.read_manifest(folder, tower=cfg.tower, kind="vision_projector")
-    check_teacher(manifest["teacher"], teacher.info, f"the projector in {folder}")
-    c = manifest["config"]
-    proj = pj.Projector(c["in_width"], c["latent"], c["out_width"], c["tokens"])
-    proj.load_state_dict(adapters.load_tensors(folder, manifest))
-    proj.to(teacher.model.get_input_embeddings().weight.device).eval()
+    proj, manifest = load_projector(folder, cfg.tower, "vision_projector", teacher)
     t0 = time.perf_counter()
     data = build_data(cfg, vision_tower, progress, train=False)
-    ocr_tower = ocr_tower if ocr_tower is not None else (_load(spec_of(cfg.ocr, ("ocr",))) if cfg.ocr else None)
+    ocr_tower = ocr_tower if ocr_tower is not None else (load_tower(spec_of(cfg.ocr, ("ocr",))) if cfg.ocr else None)
     ev = evaluate(cfg, teacher, proj, vision_tower, ocr_tower, data, progress)
     sha = manifest["files"][adapters.ADAPTER_FILE]
     res = previous if previous and previous.get("adapter", {}).get("sha256") == sha else {
@@ -166,7 +155,20 @@ def reevaluate(cfg: VisionConfig, previous: dict[str, Any] | None, progress: Any
     return res
 
 
-def _load(spec: Any) -> Any:
+def load_projector(folder: Path, tower: str, kind: str, teacher: Teacher) -> tuple[pj.Projector, dict[str, Any]]:
+    """An installed projector and its manifest, refused (AdapterMismatchError, RevisionMismatchError) when it was
+    trained for another tower, another kind or other LLM weights."""
+    from nexus_engine.research.agid.teacher import check_teacher
+
+    manifest = adapters.read_manifest(folder, tower=tower, kind=kind)
+    check_teacher(manifest["teacher"], teacher.info, f"the projector in {folder}")
+    c = manifest["config"]
+    proj = pj.Projector(c["in_width"], c["latent"], c["out_width"], c["tokens"])
+    proj.load_state_dict(adapters.load_tensors(folder, manifest))
+    return proj.to(teacher.model.get_input_embeddings().weight.device).eval(), manifest
+
+
+def load_tower(spec: Any) -> Any:
     tower = registry.build(spec)
     tower.load()
     return tower
@@ -212,14 +214,20 @@ def _features(tower: Any, images: list[Any], batch: int = 32) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------ loss
-class _Loss:
-    """Cross-entropy of the answer given [template | image tokens | question]; batches are f(seed, step)."""
+class PrefixLoss:
+    """Cross-entropy of the answer given [template | projected tokens | question]; batches are f(seed, step).
 
-    def __init__(self, cfg: VisionConfig, teacher: Teacher, proj: pj.Projector, train_items: list[Item],
-                 coco_items: list[Item], device: torch.device) -> None:
+    cfg: anything with `seed` and `batch` (and `coco_share` when coco_items are given: that share of each batch
+    comes from them). Vision by default; the audio projector passes its questions, placeholder and system prompt.
+    """
+
+    def __init__(self, cfg: Any, teacher: Teacher, proj: pj.Projector, train_items: list[Item],
+                 coco_items: list[Item], device: torch.device, questions: tuple[str, ...] = scenes.QUESTIONS,
+                 placeholder: str = pj.IMAGE, system: str = pj.SYSTEM) -> None:
         self.cfg, self.model, self.tok, self.proj, self.device = cfg, teacher.model, teacher.tok, proj, device
         self.items, self.coco = train_items, coco_items
-        self.halves = [pj.prompt_halves(self.tok, [{"role": "user", "content": q}]) for q in scenes.QUESTIONS]
+        self.halves = [pj.prompt_halves(self.tok, [{"role": "user", "content": q}], placeholder, system)
+                       for q in questions]
         end = self.tok("<|im_end|>", add_special_tokens=False)["input_ids"] if "<|im_end|>" in self.tok.get_vocab() \
             else [self.tok.eos_token_id]
         self.end = list(end)
@@ -233,30 +241,45 @@ class _Loss:
         n_coco = round(self.cfg.batch * self.cfg.coco_share) if self.coco else 0
         picks = [self.items[int(i)] for i in torch.randint(0, len(self.items), (self.cfg.batch - n_coco,), generator=g)]
         picks += [self.coco[int(i)] for i in torch.randint(0, len(self.coco), (n_coco,), generator=g)] if n_coco else []
-        feats = torch.stack([it.feats for it in picks]).to(self.device)
+        rows = []
+        for it in picks:
+            halves = self.halves[int(torch.randint(0, len(self.halves), (1,), generator=g))]
+            rows.append((it.feats, halves, it.answers[int(torch.randint(0, len(it.answers), (1,), generator=g))]))
+        loss = self.loss(rows)
+        return loss, {"ce": float(loss.detach())}
+
+    def loss(self, rows: list[tuple[torch.Tensor, tuple[list[int], list[int]], str]]) -> torch.Tensor:
+        """Mean cross-entropy over the answer tokens of (features [K, W], prompt halves, answer) rows."""
+        feats = torch.stack([f for f, _, _ in rows]).to(self.device)
         prefix = self.proj(feats)  # [B, K, D]
         emb = self.model.get_input_embeddings()
-        rows, targets, spans = [], [], []
-        for b, it in enumerate(picks):
-            left, right = self.halves[int(torch.randint(0, len(self.halves), (1,), generator=g))]
-            answer = self._answer(it.answers[int(torch.randint(0, len(it.answers), (1,), generator=g))])
+        xs, targets, spans = [], [], []
+        for b, (_, (left, right), text) in enumerate(rows):
+            answer = self._answer(text)
             ids = torch.tensor(left + [self.pad] * prefix.shape[1] + right + answer, device=self.device)
             x = emb(ids).clone()
             k = len(left)
             x[k:k + prefix.shape[1]] = prefix[b].to(x.dtype)
-            rows.append(x)
+            xs.append(x)
             start = len(ids) - len(answer)  # positions start-1 .. end-2 predict the answer tokens
             spans.append((start - 1, len(ids) - 1))
             targets.append(ids[start:])
-        width = max(len(r) for r in rows)
+        width = max(len(r) for r in xs)
         pad_vec = emb(torch.tensor([self.pad], device=self.device))[0]
-        x = torch.stack([torch.cat([r, pad_vec.expand(width - len(r), -1)]) for r in rows])  # right-padded
+        x = torch.stack([torch.cat([r, pad_vec.expand(width - len(r), -1)]) for r in xs])  # right-padded
         with autocast(self.device):
             hidden = self.model.model(inputs_embeds=x, use_cache=False).last_hidden_state  # [B, T, D]
         picked = torch.cat([hidden[b, s:e] for b, (s, e) in enumerate(spans)])
         logits = self.model.get_output_embeddings()(picked).float()
-        loss = F.cross_entropy(logits, torch.cat(targets))
-        return loss, {"ce": float(loss.detach())}
+        return F.cross_entropy(logits, torch.cat(targets))
+
+    @torch.no_grad()
+    def answer_nll(self, items: list[Item], feats: list[torch.Tensor] | None = None) -> float:
+        """Mean (over items) cross-entropy of each item's first answer after the first question, given its own
+        features or, with `feats`, those (a shuffled list: does the projector carry *this* input?)."""
+        feats = feats if feats is not None else [it.feats for it in items]
+        per_item = [float(self.loss([(f, self.halves[0], it.answers[0])])) for it, f in zip(items, feats, strict=True)]
+        return sum(per_item) / max(len(per_item), 1)
 
 
 # ------------------------------------------------------------------------------------------------ eval
@@ -275,14 +298,26 @@ def answer(teacher: Teacher, path: str, item: Item, proj: pj.Projector | None, v
         msgs = user
         if path == "text":
             msgs, context = text_prompt(item.image, vision_tower, ocr, user)
-        ids = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
-        embeds = model.get_input_embeddings()(torch.tensor([list(ids)], device=model.device))
-    params = GenParams(max_tokens=cfg.max_new_tokens, temperature=0.0, repeat_penalty=cfg.repeat_penalty)
-    eos = _eos_ids(teacher)
-    return "".join(pj.generate(model, tok, embeds, params, threading.Event(), eos)).strip(), context
+        embeds = chat_embeds(teacher, msgs)
+    return greedy(teacher, embeds, cfg.max_new_tokens, cfg.repeat_penalty), context
 
 
 Messages = list[dict[str, str]]
+
+
+def chat_embeds(teacher: Teacher, messages: Messages) -> torch.Tensor:
+    """[1, T, D]: the embeddings of `messages` in the LLM's chat template, ready for an answer."""
+    ids = teacher.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                          return_dict=True)["input_ids"]
+    model = teacher.model
+    return model.get_input_embeddings()(torch.tensor([list(ids)], device=model.device))
+
+
+def greedy(teacher: Teacher, embeds: torch.Tensor, max_new_tokens: int, repeat_penalty: float) -> str:
+    """One greedy answer from prompt embeddings, with the chat tower's repeat penalty (every path alike)."""
+    params = GenParams(max_tokens=max_new_tokens, temperature=0.0, repeat_penalty=repeat_penalty)
+    pieces = pj.generate(teacher.model, teacher.tok, embeds, params, threading.Event(), eos_ids(teacher))
+    return "".join(pieces).strip()
 
 
 def text_prompt(image: Any, vision_tower: Any, ocr: Any, messages: Messages) -> tuple[Messages, str]:
@@ -296,7 +331,7 @@ def text_prompt(image: Any, vision_tower: Any, ocr: Any, messages: Messages) -> 
     return compose.with_notes(messages, [note]), note
 
 
-def _eos_ids(teacher: Teacher) -> set[int]:
+def eos_ids(teacher: Teacher) -> set[int]:
     from nexus_engine.towers.llm_transformers import _eos_ids
 
     return _eos_ids(teacher.model, teacher.tok)
@@ -304,23 +339,35 @@ def _eos_ids(teacher: Teacher) -> set[int]:
 
 def evaluate(cfg: VisionConfig, teacher: Teacher, proj: pj.Projector, vision_tower: Any, ocr: Any,
              data: dict[str, Any], progress: Any) -> dict[str, Any]:
+    return compare_paths(data, ("eval_seen", "eval_novel", "eval_coco"),
+                         lambda path, it: answer(teacher, path, it, proj, vision_tower, ocr, cfg), _score, progress)
+
+
+PATHS = ("projector", "text", "none")
+
+
+def compare_paths(data: dict[str, Any], splits: tuple[str, ...], answer_fn: Any, score_fn: Any,
+                  progress: Any) -> dict[str, Any]:
+    """{"<split>/<path>": n, mean scores, 4 samples}: answer_fn(path, item) -> (answer, context the LLM got) on
+    every item of every split, score_fn(text, item) -> {metric: value}. The text path's context is scored too
+    (`notes`: what that path could pass on at most)."""
     out: dict[str, Any] = {}
-    for split in ("eval_seen", "eval_novel", "eval_coco"):
-        items = data[split]
+    for split in splits:
+        items = data.get(split)
         if not items:
             continue
-        for path in ("projector", "text", "none"):
+        for path in PATHS:
             rows, notes, samples = [], [], []
             for it in items:
-                text, context = answer(teacher, path, it, proj, vision_tower, ocr, cfg)
-                rows.append(_score(text, it))
+                text, context = answer_fn(path, it)
+                rows.append(score_fn(text, it))
                 if path == "text":  # what the notes themselves say: the most this path could pass on
-                    notes.append(_score(context, it))
+                    notes.append(score_fn(context, it))
                 if len(samples) < 4:
                     samples.append({"reference": it.answers[0], "answer": text, "context": context})
-            out[f"{split}/{path}"] = {"n": len(rows), "mean": _mean(rows), "samples": samples}
+            out[f"{split}/{path}"] = {"n": len(rows), "mean": mean_scores(rows), "samples": samples}
             if notes:
-                out[f"{split}/{path}"]["notes"] = _mean(notes)
+                out[f"{split}/{path}"]["notes"] = mean_scores(notes)
             mean = out[f"{split}/{path}"]["mean"]
             progress(f"eval {split} {path}: {', '.join(f'{k} {v:.2f}' for k, v in mean.items())}")
     return out
@@ -330,14 +377,17 @@ def _score(text: str, it: Item) -> dict[str, float]:
     return coco.score(text, it.answers) if it.kinds is None else scenes.score(text, it.kinds)
 
 
-def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
+def mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
 
 
-def goal(ev: dict[str, Any]) -> dict[str, Any]:
-    """The issue's vision goal: does the projector path name the right things more often than text composition?"""
+GOAL_METRICS = (("eval_seen", "objects"), ("eval_novel", "objects"), ("eval_coco", "hit"))
+
+
+def goal(ev: dict[str, Any], metrics: tuple[tuple[str, str], ...] = GOAL_METRICS) -> dict[str, Any]:
+    """The issue's goal: does the projector path name the right things more often than text composition?"""
     out: dict[str, Any] = {}
-    for split, key in (("eval_seen", "objects"), ("eval_novel", "objects"), ("eval_coco", "hit")):
+    for split, key in metrics:
         p, t = ev.get(f"{split}/projector"), ev.get(f"{split}/text")
         if p and t:
             out[split] = {"metric": key, "projector": p["mean"][key], "text": t["mean"][key],
