@@ -39,6 +39,7 @@ MAX_FRAMES = 3000  # the model's 30 s window
 SHORT_MAX_S = 28.0  # up to here the trimmed-encoder path is used
 MARGIN_FRAMES = 100  # 1 s of padding after the speech: Whisper expects to see the audio end
 MIN_FRAMES = 300  # very short contexts make Whisper base ramble
+RETRY_FRAMES = 1000  # ... or stop after a word or two: a decode that heard too few words is redone on 10 s
 COPY_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 
 
@@ -157,10 +158,19 @@ class FasterWhisperASR:
             return self._long(samples, prompt)
 
     def _short(self, samples: np.ndarray, prompt: str | None, words: bool = False) -> WhisperResult:
+        feats = self.model.feature_extractor(samples, padding=0)  # [80, frames]
+        res = self._decode(feats, len(samples), prompt, words, MIN_FRAMES)
+        if truncated(res.text, samples):  # on a short window Whisper base sometimes ends after a word or two
+            again = self._decode(feats, len(samples), prompt, words, RETRY_FRAMES)
+            if len(again.text.split()) > len(res.text.split()):
+                res = again
+        return res
+
+    def _decode(self, feats: np.ndarray, n_samples: int, prompt: str | None, words: bool,
+                min_frames: int) -> WhisperResult:
         import ctranslate2
 
-        feats = self.model.feature_extractor(samples, padding=0)  # [80, frames]
-        n = min(MAX_FRAMES, max(MIN_FRAMES, -(-(feats.shape[1] + MARGIN_FRAMES) // 100) * 100))
+        n = min(MAX_FRAMES, max(min_frames, -(-(feats.shape[1] + MARGIN_FRAMES) // 100) * 100))
         x = np.zeros((1, feats.shape[0], n), dtype=np.float32)
         k = min(n, feats.shape[1])
         x[0, :, :k] = feats[:, :k]
@@ -170,7 +180,7 @@ class FasterWhisperASR:
             head = [tok.sot_prev, *tok.encode(" " + prompt.strip())[-200:], *head]
         enc = self.model.model.encode(ctranslate2.StorageView.from_array(x), to_cpu=False)
         # ~3 tokens per second of speech is generous; a hard cap stops a looping decode early
-        limit = min(448 - len(head), int(len(samples) / SAMPLE_RATE * 6) + 20)
+        limit = min(448 - len(head), int(n_samples / SAMPLE_RATE * 6) + 20)
         res = self.model.model.generate(enc, [head], beam_size=1, max_length=limit, return_scores=True,
                                         return_no_speech_prob=True, suppress_blank=True)[0]
         ids = [t for t in res.sequences_ids[0] if t < tok.eot]
@@ -184,7 +194,7 @@ class FasterWhisperASR:
         # CTranslate2's score is already length-normalized (length_penalty 1): the mean token log-probability
         return WhisperResult(text=text, words=aligned, no_speech_prob=float(res.no_speech_prob),
                              avg_logprob=float(res.scores[0]) if res.scores else 0.0, language=self.language,
-                             segments=[{"start": 0.0, "end": len(samples) / SAMPLE_RATE, "text": text}] if text else [])
+                             segments=[{"start": 0.0, "end": n_samples / SAMPLE_RATE, "text": text}] if text else [])
 
     def _words(self, tok: Any, text: str, enc: Any, frames: int) -> list[dict[str, Any]]:
         ids = tok.encode(" " + text)
@@ -202,6 +212,24 @@ class FasterWhisperASR:
         nsp = min((s["no_speech_prob"] for s in out), default=1.0)
         alp = float(np.mean([s["avg_logprob"] for s in out])) if out else -10.0
         return WhisperResult(text=text, segments=out, no_speech_prob=nsp, avg_logprob=alp, language=self.language)
+
+
+def voiced_seconds(samples: np.ndarray, rate: int = SAMPLE_RATE) -> float:
+    """Seconds of 20 ms frames within 30 dB of the loudest one (and above -50 dBFS): about how long someone spoke."""
+    win = rate // 50
+    n = len(samples) // win
+    if n == 0:
+        return 0.0
+    rms = np.sqrt(np.mean(np.square(samples[:n * win].reshape(n, win), dtype=np.float64), axis=1) + 1e-12)
+    db = 20 * np.log10(rms)
+    return float(np.count_nonzero(db > max(-50.0, float(db.max()) - 30.0))) * win / rate
+
+
+def truncated(text: str, samples: np.ndarray) -> bool:
+    """Fewer than 1.5 words per second of voice: people say 2.5-4, so the decode stopped early ("I would" for
+    "I would like a purple circle and three purple stars"). A slow speaker only costs a second decode."""
+    voiced = voiced_seconds(samples)
+    return voiced >= 1.5 and len(re.findall(r"[A-Za-z0-9']+", text)) < 1.5 * voiced
 
 
 def looping(text: str) -> bool:
