@@ -478,7 +478,7 @@ class VoiceLoop:
         log.info("final (tag %d, pause tag %d, %.0f ms, %.1f s)%s: %r", tag, self.pause_tag, res.ms, res.audio_s,
                  f" phantom: {res.phantom}" if res.phantom else "", res.text)
         if tag in self.preroll:  # heard with the audio before its cut: keep only the words after it
-            ws = after_preroll(res.words, self.preroll.pop(tag))
+            ws = after_preroll(res.words, self.preroll.pop(tag), self._text())
             res = replace(res, text=" ".join(w["word"] for w in ws), words=ws,
                           phantom=res.phantom or ("" if ws else "nothing after the cut"))
         if tag in self.trims:  # a short pause's final, to be cut before its last word

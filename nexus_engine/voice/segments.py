@@ -39,13 +39,23 @@ def ends_between_words(words: list[dict[str, Any]]) -> bool:
     return not re.search(r"[-‐–—]$", last["word"]) and float(last.get("probability", 0.0)) >= MIN_LAST_WORD_P
 
 
-def after_preroll(words: list[dict[str, Any]], preroll_s: float) -> list[dict[str, Any]]:
+def after_preroll(words: list[dict[str, Any]], preroll_s: float, before: str = "") -> list[dict[str, Any]]:
     """The words of a piece transcribed with `preroll_s` of the audio before its cut as context: those in the
-    preroll (by the middle of their aligned time) were kept with the previous piece; times are shifted to the
-    cut."""
-    out = []
-    for w in merged(words):
-        if (float(w["start"]) + float(w["end"])) / 2 >= preroll_s:
-            out.append({**w, "start": round(max(0.0, float(w["start"]) - preroll_s), 3),
-                        "end": round(float(w["end"]) - preroll_s, 3)})
-    return out
+    preroll were kept with the previous piece (`before`, its text); times are shifted to the cut.
+
+    Which words those are is decided by time (the middle of each word's aligned span), corrected by one word
+    either way where the text says so: a short word right after the cut ("pieces | to be") is often aligned a
+    little early, and dropping it would lose it."""
+    ws = merged(words)
+    k = sum(1 for w in ws if (float(w["start"]) + float(w["end"])) / 2 < preroll_s)
+    tail = _norm(before.split())
+    for cand in (k, k - 1, k + 1):
+        if 0 < cand <= min(len(ws), len(tail)) and _norm(w["word"] for w in ws[:cand]) == tail[-cand:]:
+            k = cand
+            break
+    return [{**w, "start": round(max(0.0, float(w["start"]) - preroll_s), 3),
+             "end": round(max(0.0, float(w["end"]) - preroll_s), 3)} for w in ws[k:]]
+
+
+def _norm(words: Any) -> list[str]:
+    return [re.sub(r"[^a-z0-9']", "", str(w).lower()) for w in words]

@@ -265,3 +265,8 @@ def test_a_piece_heard_with_audio_from_before_its_cut_keeps_only_the_words_after
     kept = after_preroll(heard, 1.0)  # "belly" ends just before the cut, "counselled" starts just after
     assert [w["word"] for w in kept] == ["counselled", "him."] and kept[0]["start"] == pytest.approx(0.02)
     assert after_preroll(heard, 3.0) == []
+    # "to" right after the cut, aligned a little early: by time it would be dropped, the text says it is new
+    early = [{"word": w, "start": s, "end": e, "probability": 0.9} for w, s, e in
+             [("mutton", 0.1, 0.5), ("pieces", 0.5, 0.93), ("to", 0.93, 1.02), ("be", 1.02, 1.2)]]
+    assert [w["word"] for w in after_preroll(early, 1.0, "and fat mutton pieces.")] == ["to", "be"]
+    assert [w["word"] for w in after_preroll(early, 1.0)] == ["be"]  # without the text: time alone
