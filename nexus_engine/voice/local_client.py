@@ -111,6 +111,7 @@ class LocalClient:
     def __init__(self, engine: Any) -> None:
         self.engine = engine
         self.pending: Generation | None = None  # a speculative generation the next matching submit adopts
+        self.next_generation: Callable[[ChatRequest], Generation] | None = None  # the next submit's, if not engine.chat
         self.last: Generation | None = None
         self.generations: list[Generation] = []  # every one started, so that closing can wait for them
 
@@ -132,7 +133,13 @@ class LocalClient:
         if not isinstance(request, ChatRequest):
             raise NexusError(f"the voice loop cannot send {request.type_name!r} requests")
         gen, self.pending = self.pending, None
-        if gen is None or gen.cancel_event.is_set() or not _same(gen.request, request):
+        make, self.next_generation = self.next_generation, None
+        if make is not None:  # a speech-to-speech persona answers this turn (duplex.py)
+            if gen is not None:
+                gen.cancel()
+            gen = make(request).start()
+            self.generations.append(gen)
+        elif gen is None or gen.cancel_event.is_set() or not _same(gen.request, request):
             if gen is not None:
                 gen.cancel()
             gen = self.start(request)

@@ -46,6 +46,7 @@ from nexus_engine.protocol import (
 from nexus_engine.voice import aec as aec_mod
 from nexus_engine.voice.asr import AsrResult, StreamingASR
 from nexus_engine.voice.audio_io import FRAME, RATE, AudioBackend, AudioDeviceError, Ring, level_db
+from nexus_engine.voice.duplex import SpeechGeneration, is_speech_persona
 from nexus_engine.voice.local_client import LocalClient
 from nexus_engine.voice.reply import Reply, Times
 from nexus_engine.voice.segments import after_preroll, ends_between_words
@@ -117,6 +118,7 @@ class VoiceLoop:
         self.state = ""
         self.phantoms = 0
         self.speaker: Speaker
+        self.duplex: Any = None  # a speech-to-speech persona tower (duplex.py), when the persona is one
         self._reset_turn()
         self.reply: Reply | None = None
         self.chat_turn: Turn | None = None
@@ -170,6 +172,12 @@ class VoiceLoop:
             self.speaker = Speaker(lease.tower(names["tts"]), self.cfg.voice)
             self.asr = StreamingASR(lease.tower(names["asr"]), lambda tag, r: self.inbox.put(("asr", (tag, r))))
             self.vad = VadFrames(lease.tower(names["vad"]).stream())
+            self.duplex = lease.tower(names["duplex"]) if "duplex" in names else None
+            if self.duplex is not None and not is_speech_persona(self.duplex):
+                raise BadInputError(f"tower {names['duplex']!r} cannot answer speech with speech",
+                                    "name a chat model or a PersonaPlex/Moshi tower as the voice persona")
+            if self.duplex is not None:
+                self.cfg = replace(self.cfg, speculate=False)  # nothing to start before the turn's audio is whole
             self.aec = aec_mod.create() if self.cfg.aec else aec_mod.Passthrough()
             self.gate = aec_mod.EchoGate() if self.cfg.aec else aec_mod.EchoGate(margin_db=-200.0)
             if not self.aec.available and self.cfg.aec:
@@ -178,7 +186,8 @@ class VoiceLoop:
                 lease.tower(name).warmup()
             self.speaker(WARM_TEXT)  # a sentence-sized input: ORT sizes its buffers on the first of each size
             lease.tower(names["asr"]).transcribe(np.zeros(4 * RATE, dtype=np.float32), RATE)
-            self._warm_llm()
+            if self.duplex is None:
+                self._warm_llm()
             self.audio.start()
             info = {"towers": names, "aec": self.aec.name, "audio": self.audio.describe()}
             self._state("listening", "listening" if not self.cfg.push_to_talk else "hold the button to talk", info)
@@ -200,7 +209,11 @@ class VoiceLoop:
         vad = c.vad or next((t.name for t in e.config.towers.values() if t.kind == "vad"), None)
         if vad is None:
             raise BadInputError("no VAD tower is declared", "declare one with kind = \"vad\" in models.toml")
-        return {"asr": e.tower_name(c.asr, "hearing"), "tts": e.tower_name(c.tts, "speech"), "vad": vad}
+        names = {"asr": e.tower_name(c.asr, "hearing"), "tts": e.tower_name(c.tts, "speech"), "vad": vad}
+        persona = e.tower_name(c.llm, "persona")
+        if e.config.towers[persona].kind == "persona":  # speech to speech (PersonaPlex): it answers, not the LLM
+            names["duplex"] = persona
+        return names
 
     def _dump(self) -> None:
         """NEXUS_VOICE_DUMP=file.npz: the call's last minute of microphone, speaker reference and cleaned audio,
@@ -576,6 +589,10 @@ class VoiceLoop:
         spec = self.reply if self.reply is not None and not self.reply.committed else None
         self.client.pending = spec.gen if spec is not None else None
         self.times.llm_start = self.times.llm_start or time.monotonic()
+        if self.duplex is not None:  # the persona hears the turn itself
+            start = self.turn_start.start_ms if self.turn_start is not None else 0.0
+            heard, tower, name = self._audio(start, self.t_ms), self.duplex, str(self.duplex.spec.name)
+            self.client.next_generation = lambda req: SpeechGeneration(self.engine, req, tower, heard, name)
         try:
             kwargs = {"tower": self.cfg.llm} if self.cfg.llm else {}
             turn = self.session.send(text, role="persona", voice=True, max_tokens=self.cfg.max_tokens, **kwargs)

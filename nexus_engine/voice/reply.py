@@ -118,8 +118,9 @@ class Reply:
                 # times over (llama.cpp's threads spin), and the audio of one piece lasts far longer than it takes
                 # to write the next one
                 self.gen.pause("tts")
-                try:
-                    audio = self.loop.speaker(piece)
+                try:  # a speech-to-speech persona brings its own voice
+                    speak = getattr(self.gen, "speak", None)
+                    audio = speak(piece) if speak is not None else self.loop.speaker(piece)
                 except NexusError as e:
                     log.warning("could not speak %r: %s", piece, e)
                     continue
