@@ -12,18 +12,14 @@ cancellation and barge-in stay as they are), which is how it fits the cascade's 
 
 from __future__ import annotations
 
-import logging
-import traceback
 from typing import Any
 
 import numpy as np
 
-from nexus_engine.errors import NexusError
-from nexus_engine.protocol import ChatRequest, Done, Error, TokenChunk
+from nexus_engine.protocol import ChatRequest, TokenChunk
 from nexus_engine.voice.audio_io import RATE, resample
 from nexus_engine.voice.local_client import Generation
 
-log = logging.getLogger("nexus.voice.duplex")
 NO_TEXT = "(a spoken answer)"  # what the history shows when the persona's text stream was empty
 
 
@@ -42,21 +38,11 @@ class SpeechGeneration(Generation):
         audio, self.speech = self.speech, np.zeros(0, dtype=np.float32)
         return audio
 
-    def _run(self) -> None:
-        rid = self.request.id
-        try:
-            out = self.tower.respond(self.user_audio, RATE)
-            wave = np.asarray(out.audio, dtype=np.float32).reshape(-1)
-            self.speech = resample(wave, int(out.sample_rate), RATE) if out.sample_rate != RATE else wave
-            if not self.cancel_event.is_set():
-                self._emit(TokenChunk(id=rid, text=str(out.text).strip() or NO_TEXT))
-            self._emit(Done(id=rid, stats={"source": "voice", "tower": self.tower_name, "path": "speech-to-speech",
-                                           "finish": "cancelled" if self.cancel_event.is_set() else "stop",
-                                           "audio_s": round(len(self.speech) / RATE, 2)}))
-        except NexusError as e:
-            self._emit(Error.of(rid, e))
-        except Exception as e:
-            log.error("the speech persona failed:\n%s", traceback.format_exc())
-            self._emit(Error(id=rid, code="internal_error", message=f"{type(e).__name__}: {e}"))
-        finally:
-            self.finished.set()
+    def _work(self) -> dict[str, Any]:
+        out = self.tower.respond(self.user_audio, RATE)
+        wave = np.asarray(out.audio, dtype=np.float32).reshape(-1)
+        self.speech = resample(wave, int(out.sample_rate), RATE) if out.sample_rate != RATE else wave
+        if not self.cancel_event.is_set():
+            self._emit(TokenChunk(id=self.request.id, text=str(out.text).strip() or NO_TEXT))
+        return {"tower": self.tower_name, "path": "speech-to-speech", "finish": "stop",
+                "audio_s": round(len(self.speech) / RATE, 2)}

@@ -80,10 +80,14 @@ class Generation:
                 except Exception:  # one listener's bug must not stop the answer for the others
                     log.exception("generation listener failed")
 
+    def _work(self) -> dict[str, Any]:
+        """Produce the answer's events through `_emit`; return its stats."""
+        return self.engine.chat(self.request, self._emit, self.cancel_event)
+
     def _run(self) -> None:
         rid = self.request.id
         try:
-            stats = self.engine.chat(self.request, self._emit, self.cancel_event)
+            stats = self._work()
             if self.cancel_event.is_set():
                 stats = {**stats, "finish": "cancelled"}
             self._emit(Done(id=rid, stats={**stats, "source": "voice"}))

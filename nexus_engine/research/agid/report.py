@@ -140,18 +140,24 @@ def vision_section(res: dict[str, Any], out: Path, written: dict[str, Path]) -> 
                 answer = " ".join(s["answer"].split())[:160]  # one line: a newline would end the list item
                 lines.append(f"- {p}: reference “{s['reference']}” → answer “{answer}”")
         lines.append("")
-    g = res["goal"]
-    lines += [f"**Goal** (the projector answers held-out image questions better than the text composition): "
-              f"{'met' if g['met'] else 'not met'} — " + "; ".join(
-                  f"{k}: {d['metric']} {d['projector']:.2f} vs {d['text']:.2f} "
-                  f"(its notes {_f(d.get('text_notes'), 2)}, no image {d['none']:.2f})"
-                  for k, d in g.items() if isinstance(d, dict)), ""]
-    name = f"vision-{v['tower']}"
-    written[name] = line_chart(out / "plots" / f"{name}-curve.png",
-                               {"caption cross-entropy": [(r["step"], r["loss"]) for r in res["curve"]["curve"]]},
-                               f"{v['tower']} -> {res['llm']['tower']}: projector training", "step", "loss (nats)")
-    lines += [f"![projector learning curve](plots/{name}-curve.png)", ""]
+    lines += _goal_and_curve(res, out, written, f"vision-{v['tower']}", "caption cross-entropy",
+                             "the projector answers held-out image questions better than the text composition",
+                             "its notes", "no image", f"{v['tower']} -> {res['llm']['tower']}: projector training")
     return lines
+
+
+def _goal_and_curve(res: dict[str, Any], out: Path, written: dict[str, Path], name: str, loss: str, goal: str,
+                    notes: str, none: str, title: str) -> list[str]:
+    """The goal line and the learning-curve plot of a projector's results."""
+    g = res["goal"]
+    lines = [f"**Goal** ({goal}): {'met' if g['met'] else 'not met'} — " + "; ".join(
+        f"{k}: {d['metric']} {d['projector']:.2f} vs {d['text']:.2f} "
+        f"({notes} {_f(d.get('text_notes'), 2)}, {none} {d['none']:.2f})" for k, d in g.items() if isinstance(d, dict)),
+        ""]
+    written[name] = line_chart(out / "plots" / f"{name}-curve.png",
+                               {loss: [(r["step"], r["loss"]) for r in res["curve"]["curve"]]}, title, "step",
+                               "loss (nats)")
+    return [*lines, f"![{name} learning curve](plots/{name}-curve.png)", ""]
 
 
 AUDIO_SPLITS = (("eval_seen", "held-out utterances (colour-shape pairs seen in training)"),
@@ -202,16 +208,8 @@ def audio_section(res: dict[str, Any], out: Path, written: dict[str, Path]) -> l
                 r = nll[split]
                 lines.append(f"| {label} | {_f(r['own'])} | {_f(r['other'])} | {_f(r['zeros'])} |")
         lines.append("")
-    g = res["goal"]
-    lines += [f"**Goal** (the projector answers held-out questions about the audio better than the transcript in "
-              f"the prompt): {'met' if g['met'] else 'not met'} — " + "; ".join(
-                  f"{k}: {d['metric']} {d['projector']:.2f} vs {d['text']:.2f} "
-                  f"(the transcript alone {_f(d.get('text_notes'), 2)}, no audio {d['none']:.2f})"
-                  for k, d in g.items() if isinstance(d, dict)), ""]
-    name = f"audio-{a['tower']}"
-    written[name] = line_chart(out / "plots" / f"{name}-curve.png",
-                               {"answer cross-entropy": [(r["step"], r["loss"]) for r in res["curve"]["curve"]]},
-                               f"{a['tower']} -> {res['llm']['tower']}: audio projector training", "step",
-                               "loss (nats)")
-    lines += [f"![audio projector learning curve](plots/{name}-curve.png)", ""]
+    lines += _goal_and_curve(res, out, written, f"audio-{a['tower']}", "answer cross-entropy",
+                             "the projector answers held-out questions about the audio better than the transcript in "
+                             "the prompt", "the transcript alone", "no audio",
+                             f"{a['tower']} -> {res['llm']['tower']}: audio projector training")
     return lines
