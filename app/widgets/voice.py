@@ -110,6 +110,7 @@ class VoicePanel(QWidget):
         self.mute = QPushButton("Mute", checkable=True, enabled=False, toolTip="Mute the microphone for Nexus")
         self.partial = QLabel("", objectName="muted", wordWrap=True, textFormat=Qt.TextFormat.PlainText)
         self.state_label = QLabel(objectName="stateLabel")
+        self.pipeline = QLabel("", objectName="muted", wordWrap=True, textFormat=Qt.TextFormat.PlainText)
         self.meter = QProgressBar(textVisible=True, minimum=0, maximum=int(-FLOOR_DB))
         self.meter.setFormat("mic level")
         self.device_label = QLabel("checking the microphone…", objectName="muted", wordWrap=True)
@@ -135,6 +136,7 @@ class VoicePanel(QWidget):
         toggles.addStretch(1)
         layout = QVBoxLayout(self)
         layout.addWidget(self.state_label)
+        layout.addWidget(self.pipeline)
         layout.addLayout(meter_row)
         layout.addLayout(device_row)
         layout.addLayout(toggles)
@@ -199,6 +201,8 @@ class VoicePanel(QWidget):
         kind = msg.type_name
         if kind == "voice_state":
             self.set_state(msg.state, msg.detail)
+            if msg.info.get("towers"):
+                self.pipeline.setText(pipeline_text(msg.info["towers"], str(msg.info.get("aec", ""))))
         elif kind == "voice_level":
             self.meter.setValue(int(max(FLOOR_DB, msg.db) - FLOOR_DB))
             self.meter.setFormat("clipping: lower the microphone gain" if msg.clipping else "%v dB above silence")
@@ -227,6 +231,7 @@ class VoicePanel(QWidget):
         self.mute.setChecked(False)
         self.mute.setEnabled(False)
         self.partial.setText("")
+        self.pipeline.setText("")
         if error:
             self.set_state("error", error + (f" ({hint})" if hint else ""))
         else:
@@ -354,3 +359,12 @@ class VoicePanel(QWidget):
         self.end_call()
         self._meter_timer.stop()
         self.mic.close()
+
+
+def pipeline_text(towers: dict[str, str], aec: str = "") -> str:
+    """Which towers this call runs, in the order the audio goes through them."""
+    if towers.get("duplex"):
+        chain = f"{towers.get('asr', '?')} (your words) · {towers['duplex']} answers speech with speech"
+    else:
+        chain = f"{towers.get('asr', '?')} ▸ {towers.get('llm') or 'the persona chat model'} ▸ {towers.get('tts', '?')}"
+    return f"{chain}{f' · echo cancellation: {aec}' if aec else ''}"

@@ -189,7 +189,8 @@ class VoiceLoop:
             if self.duplex is None:
                 self._warm_llm()
             self.audio.start()
-            info = {"towers": names, "aec": self.aec.name, "audio": self.audio.describe()}
+            shown = names if "duplex" in names else {**names, "llm": self.engine.tower_name(self.cfg.llm, "persona")}
+            info = {"towers": shown, "aec": self.aec.name, "audio": self.audio.describe()}
             self._state("listening", "listening" if not self.cfg.push_to_talk else "hold the button to talk", info)
             while not stop.is_set():
                 frame = self.audio.read(timeout=0.5)

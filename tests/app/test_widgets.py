@@ -134,6 +134,18 @@ def test_voice_panel_reports_the_microphone_honestly(qtbot: Any) -> None:
     panel.set_state("speaking")
     panel.append_transcript("you", "hello")
     assert panel.state_label.text() == "Speaking" and "you: hello" in panel.transcript.toPlainText()
+    from nexus_engine.protocol import VoiceState
+
+    panel.call_id = "c1"  # a call's first state names its towers: the panel shows the chain it runs
+    panel.on_event(VoiceState(id="c1", state="listening", info={"towers": {"asr": "whisper-base", "tts": "piper-joe",
+                                                                             "vad": "silero"}, "aec": "speexdsp"}))
+    assert panel.pipeline.text() == "whisper-base ▸ the persona chat model ▸ piper-joe · echo cancellation: speexdsp"
+    panel.on_event(VoiceState(id="c1", state="listening", info={"towers": {"asr": "parakeet", "tts": "qwen3-tts",
+                                                                             "duplex": "personaplex-7b"}}))
+    assert "personaplex-7b answers speech with speech" in panel.pipeline.text()
+    panel.on_event(VoiceState(id="other", state="listening", info={"towers": {"asr": "x", "tts": "y"}}))
+    assert "personaplex" in panel.pipeline.text()  # another call's events are not drawn
+    panel.call_id = None
     panel.shutdown()
 
 
