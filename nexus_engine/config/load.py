@@ -132,6 +132,10 @@ def _tower(name: str, raw: Any, where: _Where) -> TowerSpec:
         if key not in TOWER_KEYS:
             raise where.error(table, key, f"unknown key {key!r}{_suggest(key, TOWER_KEYS)}",
                               f"allowed keys: {', '.join(sorted(TOWER_KEYS))}")
+    for key in ("kind", "backend", "quantization", "dtype", "device", "latency"):
+        if key in raw and not isinstance(raw[key], str):  # a list or table here would fail the lookups below
+            raise where.error(table, key, f"{key} must be a string, got {type(raw[key]).__name__}",
+                              f'write {key} = "…" (see the schema at the top of models.toml)')
     kind = raw.get("kind")
     if kind is None:
         raise where.error(table, None, "missing 'kind'", f"add kind = one of {', '.join(KIND_BACKENDS)}")

@@ -72,6 +72,9 @@ def test_good_file_parses(tmp_path: Path) -> None:
         (('quantization = "gguf"', 'quantization = "gguf"\ndevice = "tpu"'), ["device 'tpu' is not one of"]),
         (('default_profile = "p"', 'default_profile = "q"'), ["default_profile 'q' is not declared"]),
         (('[towers.chat]', '[towers.Chat]'), ["bad tower name 'Chat'"]),
+        # found by the fuzzer: a list where a string belongs crashed the kind lookup (unhashable)
+        (('kind = "llm"', 'kind = ["llm"]'), ["kind must be a string, got list", "models.toml:4"]),
+        (('quantization = "gguf"', 'quantization = { q = 1 }'), ["quantization must be a string, got dict"]),
     ],
 )
 def test_validation_errors_name_the_problem_and_fix(tmp_path: Path, change: tuple[str, str],
