@@ -20,7 +20,7 @@ import os
 import re
 import shutil
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -159,12 +159,15 @@ class FasterWhisperASR:
 
     def _short(self, samples: np.ndarray, prompt: str | None, words: bool = False) -> WhisperResult:
         feats = self.model.feature_extractor(samples, padding=0)  # [80, frames]
-        res = self._decode(feats, len(samples), prompt, words, MIN_FRAMES)
-        if truncated(res.text, samples):  # on a short window Whisper base sometimes ends after a word or two
-            again = self._decode(feats, len(samples), prompt, words, RETRY_FRAMES)
+        # word times always: they show a decode that stopped before the voice did
+        res = self._decode(feats, len(samples), prompt, True, MIN_FRAMES)
+        if truncated(res.text, samples) or stopped_early(res.words, samples):
+            # on a short window Whisper base sometimes ends early ("I would" for a ten-word sentence, "…a light
+            # breeze from" without "the west"); a longer window rarely does
+            again = self._decode(feats, len(samples), prompt, True, RETRY_FRAMES)
             if len(again.text.split()) > len(res.text.split()):
                 res = again
-        return res
+        return res if words else replace(res, words=[])
 
     def _decode(self, feats: np.ndarray, n_samples: int, prompt: str | None, words: bool,
                 min_frames: int) -> WhisperResult:
@@ -214,15 +217,29 @@ class FasterWhisperASR:
         return WhisperResult(text=text, segments=out, no_speech_prob=nsp, avg_logprob=alp, language=self.language)
 
 
-def voiced_seconds(samples: np.ndarray, rate: int = SAMPLE_RATE) -> float:
-    """Seconds of 20 ms frames within 30 dB of the loudest one (and above -50 dBFS): about how long someone spoke."""
+def _voiced(samples: np.ndarray, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Which 20 ms frames are within 30 dB of the loudest one (and above -50 dBFS): where someone spoke."""
     win = rate // 50
     n = len(samples) // win
     if n == 0:
-        return 0.0
+        return np.zeros(0, dtype=bool)
     rms = np.sqrt(np.mean(np.square(samples[:n * win].reshape(n, win), dtype=np.float64), axis=1) + 1e-12)
     db = 20 * np.log10(rms)
-    return float(np.count_nonzero(db > max(-50.0, float(db.max()) - 30.0))) * win / rate
+    return db > max(-50.0, float(db.max()) - 30.0)
+
+
+def voiced_seconds(samples: np.ndarray, rate: int = SAMPLE_RATE) -> float:
+    """About how long someone spoke in `samples`."""
+    return float(np.count_nonzero(_voiced(samples, rate))) * (rate // 50) / rate
+
+
+def stopped_early(words: list[dict[str, Any]], samples: np.ndarray, rate: int = SAMPLE_RATE) -> bool:
+    """The last aligned word ends more than 0.3 s before the voice does: the decode left the end unsaid. (A whole
+    decode ends at or after the last voiced frame: Whisper's alignment stretches the last word to the silence.)"""
+    voiced = np.nonzero(_voiced(samples, rate))[0]
+    if not words or not len(voiced):
+        return False
+    return float(words[-1]["end"]) < (voiced[-1] + 1) * (rate // 50) / rate - 0.3
 
 
 def truncated(text: str, samples: np.ndarray) -> bool:

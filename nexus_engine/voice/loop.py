@@ -43,10 +43,10 @@ from nexus_engine.protocol import (
     VoiceReply,
     VoiceState,
 )
-from nexus_engine.voice import aec as aec_mod
 from nexus_engine.voice.asr import AsrResult, StreamingASR
 from nexus_engine.voice.audio_io import FRAME, RATE, AudioBackend, AudioDeviceError, Ring, level_db
 from nexus_engine.voice.duplex import SpeechGeneration, is_speech_persona
+from nexus_engine.voice.echo_path import EchoPath
 from nexus_engine.voice.local_client import LocalClient
 from nexus_engine.voice.reply import Reply, Times
 from nexus_engine.voice.segments import after_preroll, ends_between_words
@@ -62,8 +62,6 @@ DEFAULT_PERSONA = ("You are Nexus, a friendly assistant talking with the user by
 ECHO_TAIL_S = 0.35  # after the speaker stops, the room (and the device buffers) still echo for this long
 LEVEL_EVERY = 5  # frames between VoiceLevel events (100 ms)
 RECONNECT_S = 2.0
-DELAY_MARGIN = 160  # samples: the reference starts 10 ms before the estimated echo delay (estimates jitter)
-GATE_TAIL_MS = 160.0  # with the echo's delay compensated, the echo comes from this much of the recent reference
 BARGE_RESUME_S = 0.6  # after an interruption too short to be a turn, Nexus goes on after this much quiet
 DEBUG = bool(os.environ.get("NEXUS_VOICE_DEBUG"))  # log every speech window heard while Nexus speaks
 MIN_SEGMENT_MS = 1500.0  # speech before a pause that is kept as a finished segment when the user goes on
@@ -131,11 +129,8 @@ class VoiceLoop:
         self._level = [-100.0, 0.0, False]  # max dB, max speech prob, clipping since the last VoiceLevel
         self._last_partial = 0.0
         self._partial_ms = 0.0  # compute time of the last partial
-        self._realigned = 0
         self._maybe_user = False  # the last VAD window was speech the echo gate let through
-        self._shift = 0
-        self.delay = aec_mod.DelayEstimator()
-        self._echo_energy = [0.0, 0.0, 0]  # microphone and cleaned energy while only Nexus speaks, frames
+        self.echo: EchoPath | None = None  # the echo canceller and gate, from the start of the call
 
     def _reset_turn(self) -> None:
         self.turn_id = getattr(self, "turn_id", 0) + 1
@@ -178,9 +173,9 @@ class VoiceLoop:
                                     "name a chat model or a PersonaPlex/Moshi tower as the voice persona")
             if self.duplex is not None:
                 self.cfg = replace(self.cfg, speculate=False)  # nothing to start before the turn's audio is whole
-            self.aec = aec_mod.create() if self.cfg.aec else aec_mod.Passthrough()
-            self.gate = aec_mod.EchoGate() if self.cfg.aec else aec_mod.EchoGate(margin_db=-200.0)
-            if not self.aec.available and self.cfg.aec:
+            self.echo = EchoPath(self.cfg.aec)
+            self.gate = self.echo.gate
+            if not self.echo.aec.available and self.cfg.aec:
                 self.turns.cfg.barge_threshold = max(self.turns.cfg.barge_threshold, 0.85)
             for name in names.values():  # first runs allocate (ORT, CTranslate2): pay that now, not in turn one
                 lease.tower(name).warmup()
@@ -190,7 +185,7 @@ class VoiceLoop:
                 self._warm_llm()
             self.audio.start()
             shown = names if "duplex" in names else {**names, "llm": self.engine.tower_name(self.cfg.llm, "persona")}
-            info = {"towers": shown, "aec": self.aec.name, "audio": self.audio.describe()}
+            info = {"towers": shown, "aec": self.echo.aec.name, "audio": self.audio.describe()}
             self._state("listening", "listening" if not self.cfg.push_to_talk else "hold the button to talk", info)
             while not stop.is_set():
                 frame = self.audio.read(timeout=0.5)
@@ -256,8 +251,8 @@ class VoiceLoop:
         finally:
             if hasattr(self, "asr"):
                 self.asr.close()
-            if hasattr(self, "aec"):
-                self.aec.close()
+            if self.echo is not None:
+                self.echo.close()
             if self._own_history:
                 self.history.close()
             self._state("ended", "the call ended")
@@ -285,19 +280,8 @@ class VoiceLoop:
         self.frames += 1
         self.t_ms = self.frames * FRAME * 1000 / RATE
         self.now = time.monotonic()
-        ref = self.audio.reference()
-        delay = self.delay.feed(raw, ref)
-        shift = max(0, delay - DELAY_MARGIN) if delay is not None else 0
-        if self.audio.realigned != self._realigned or shift != self._shift:  # the learned echo path is wrong now
-            log.info("echo path: delay %s samples (corr %.2f), device realigned %d times", delay, self.delay.corr,
-                     self.audio.realigned)
-            self._realigned, self._shift = self.audio.realigned, shift
-            self.aec.reset()
-            if shift:
-                self.gate.aligned(GATE_TAIL_MS)
-        if shift:
-            ref = self.audio.reference(shift)
-        clean = self.aec.process(raw, ref)
+        assert self.echo is not None  # set up by run() before the first frame
+        clean, ref = self.echo.cancel(raw, self.audio)
         if self._debug is not None:
             for ring, x in zip(self._debug, (raw, ref, clean), strict=True):
                 ring.write(x, overwrite=True)
@@ -310,7 +294,7 @@ class VoiceLoop:
         clean_db = level_db(clean)
         # the user's first syllables (before a turn starts) must not teach the gate that the echo is louder
         self.gate.update(ref, clean, self.turns.s.in_turn or self.audio.paused or self._maybe_user)
-        self._erle_stats(raw, clean)
+        self.echo.measure(raw, clean, only_nexus=not self.turns.s.in_turn and self.audio.speaking)
         lv = self._level
         lv[0] = max(lv[0], clean_db if not self.muted else -100.0)
         lv[2] = lv[2] or peak >= 0.999
@@ -336,22 +320,8 @@ class VoiceLoop:
                 self._on_control(payload)
         self._tick()
 
-    def _erle_stats(self, raw: np.ndarray, clean: np.ndarray) -> None:
-        """Echo removed while Nexus speaks and the user does not: the call's measured ERLE."""
-        if self.gate.ref_db >= -45 and not self.turns.s.in_turn and self.audio.speaking:
-            e = self._echo_energy
-            e[0] += float(np.dot(raw, raw))
-            e[1] += float(np.dot(clean, clean))
-            e[2] += 1
-
     def echo_report(self) -> dict[str, Any]:
-        mic, clean, n = self._echo_energy
-        erle = 10 * np.log10(mic / max(clean, 1e-12)) if n and mic > 1e-9 else None
-        delay = self.delay.delay
-        return {"canceller": self.aec.name if hasattr(self, "aec") else "", "speaking_s": round(n * FRAME / RATE, 2),
-                "delay_ms": round(delay * 1000 / RATE, 1) if delay is not None else None,
-                "erle_db": round(float(erle), 1) if erle is not None else None,
-                "residual_db": round(self.gate.residual_db, 1) if hasattr(self, "gate") else None}
+        return self.echo.report() if self.echo is not None else {"canceller": ""}
 
     def _speaking(self) -> bool:
         a = self.audio
