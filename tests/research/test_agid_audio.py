@@ -19,6 +19,7 @@ from nexus_engine.research.agid import audio, scenes, vision
 from nexus_engine.research.agid.errors import AdapterMismatchError, TrainingInterrupted
 from nexus_engine.research.agid.teacher import Teacher, spec_of
 from nexus_engine.research.agid.trainer import TrainConfig
+from tests.research.prefix_reader import teach_to_read
 
 TRAIN, EVAL = 24, 6
 
@@ -76,15 +77,7 @@ def _audio_lm(items: list[audio.Spoken]) -> Teacher:
     throwaway = pj.Projector(512, 64, 64, pj.AUDIO_TOKENS, emb_rms=pj.embedding_rms(model))
     loss = audio.prefix_loss(audio.AudioConfig(batch=16), Teacher(model, tok, spec, "-"), throwaway, items,
                              torch.device("cpu"))
-    opt = torch.optim.AdamW([*model.parameters(), *throwaway.parameters()], lr=3e-3)
-    for step in range(150):
-        value, _ = loss(step)
-        opt.zero_grad()
-        value.backward()
-        opt.step()
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    teach_to_read(model, loss, throwaway)
     return Teacher(model, tok, spec, "sha256:2222333344445555")
 
 

@@ -15,6 +15,7 @@ from nexus_engine.consolidation import adapters
 from nexus_engine.consolidation import projector as pj
 from nexus_engine.research.agid import coco, scenes, vision
 from nexus_engine.research.agid.trainer import TrainConfig
+from tests.research.prefix_reader import teach_to_read
 
 
 @pytest.fixture(autouse=True)
@@ -123,15 +124,7 @@ def _scene_lm(effnet: object) -> tuple[object, object]:
     throwaway = pj.Projector(1280, 64, 64, pj.TOKENS, emb_rms=pj.embedding_rms(model))
     loss = vision.PrefixLoss(vision.VisionConfig(batch=16, coco_share=0.0), Teacher(model, tok, spec, "-"), throwaway,
                              items, [], torch.device("cpu"))
-    opt = torch.optim.AdamW([*model.parameters(), *throwaway.parameters()], lr=3e-3)
-    for step in range(150):
-        value, _ = loss(step)
-        opt.zero_grad()
-        value.backward()
-        opt.step()
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    teach_to_read(model, loss, throwaway)
     return Teacher(model, tok, spec, "sha256:1111222233334444"), spec
 
 

@@ -120,30 +120,36 @@ def vision_section(res: dict[str, Any], out: Path, written: dict[str, Path]) -> 
              f"images) for {res['config']['train']['steps']} steps. Answers are greedy "
              f"(≤ {res['config']['max_new_tokens']} tokens) to “What is in the image?”.", ""]
     for split, label, _ in SPLITS:
-        rows = {p: ev.get(f"{split}/{p}") for p in ("projector", "text", "none")}
-        if not rows["projector"]:
-            continue
-        keys = list(rows["projector"]["mean"])
-        lines += [f"**{label}** ({rows['projector']['n']} images)", "",
-                  "| path | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
-        for p, label_p in (("projector", "projector (trained)"), ("text", "text composition (labels + OCR)"),
-                           ("none", "no image")):
-            if rows[p]:
-                lines.append(f"| {label_p} | " + " | ".join(_f(rows[p]["mean"][k], 2) for k in keys) + " |")
-        if rows["text"] and rows["text"].get("notes"):  # the notes, scored as if they were the answer
-            lines.append("| *its notes alone (what the text path could pass on)* | "
-                         + " | ".join(_f(rows["text"]["notes"][k], 2) for k in keys) + " |")
-        lines.append("")
-        for p in ("projector", "text"):
-            if rows[p] and rows[p]["samples"]:
-                s = rows[p]["samples"][0]
-                answer = " ".join(s["answer"].split())[:160]  # one line: a newline would end the list item
-                lines.append(f"- {p}: reference “{s['reference']}” → answer “{answer}”")
-        lines.append("")
+        lines += _path_table(ev, split, label, "images", "text composition (labels + OCR)", "no image",
+                             "its notes alone")
     lines += _goal_and_curve(res, out, written, f"vision-{v['tower']}", "caption cross-entropy",
                              "the projector answers held-out image questions better than the text composition",
                              "its notes", "no image", f"{v['tower']} -> {res['llm']['tower']}: projector training")
     return lines
+
+
+def _path_table(ev: dict[str, Any], split: str, label: str, unit: str, text_label: str, none_label: str,
+                notes_label: str) -> list[str]:
+    """One held-out split: each path's scores, the text path's notes scored as an answer, one sample answer."""
+    rows = {p: ev.get(f"{split}/{p}") for p in ("projector", "text", "none")}
+    if not rows["projector"]:
+        return []
+    keys = list(rows["projector"]["mean"])
+    lines = [f"**{label}** ({rows['projector']['n']} {unit})", "",
+             "| path | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+    for p, label_p in (("projector", "projector (trained)"), ("text", text_label), ("none", none_label)):
+        if rows[p]:
+            lines.append(f"| {label_p} | " + " | ".join(_f(rows[p]["mean"][k], 2) for k in keys) + " |")
+    if rows["text"] and rows["text"].get("notes"):  # the notes, scored as if they were the answer
+        lines.append(f"| *{notes_label} (what the text path could pass on)* | "
+                     + " | ".join(_f(rows["text"]["notes"][k], 2) for k in keys) + " |")
+    lines.append("")
+    for p in ("projector", "text"):
+        if rows[p] and rows[p]["samples"]:
+            sample = rows[p]["samples"][0]
+            answer = " ".join(sample["answer"].split())[:160]  # one line: a newline would end the list item
+            lines.append(f"- {p}: reference “{sample['reference']}” → answer “{answer}”")
+    return [*lines, ""]
 
 
 def _goal_and_curve(res: dict[str, Any], out: Path, written: dict[str, Path], name: str, loss: str, goal: str,
@@ -174,26 +180,8 @@ def audio_section(res: dict[str, Any], out: Path, written: dict[str, Path]) -> l
              "tokens) to “Which shapes and colours did the user mention?”; the text path has the "
              f"{a['tower']} transcript in its system message.", ""]
     for split, label in AUDIO_SPLITS:
-        rows = {p: ev.get(f"{split}/{p}") for p in ("projector", "text", "none")}
-        if not rows["projector"]:
-            continue
-        keys = list(rows["projector"]["mean"])
-        lines += [f"**{label}** ({rows['projector']['n']} utterances)", "",
-                  "| path | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
-        for p, label_p in (("projector", "projector (trained)"), ("text", "text composition (ASR transcript)"),
-                           ("none", "no audio")):
-            if rows[p]:
-                lines.append(f"| {label_p} | " + " | ".join(_f(rows[p]["mean"][k], 2) for k in keys) + " |")
-        if rows["text"] and rows["text"].get("notes"):
-            lines.append("| *the transcript alone (what the text path could pass on)* | "
-                         + " | ".join(_f(rows["text"]["notes"][k], 2) for k in keys) + " |")
-        lines.append("")
-        for p in ("projector", "text"):
-            if rows[p] and rows[p]["samples"]:
-                s = rows[p]["samples"][0]
-                answer = " ".join(s["answer"].split())[:160]
-                lines.append(f"- {p}: reference “{s['reference']}” → answer “{answer}”")
-        lines.append("")
+        lines += _path_table(ev, split, label, "utterances", "text composition (ASR transcript)", "no audio",
+                             "the transcript alone")
     nll = res.get("nll") or {}
     if nll:
         lines += ["Cross-entropy of the reference answer (nats per answer token), teacher-forced:", "",
