@@ -6,21 +6,7 @@
 # image's python3 (torch, transformers). platformdirs is the one pure-Python dependency the image lacks; with
 # NEXUS_HOME set it is only imported, never called, so a stub stands in for it when it is missing.
 set -u
-cd "$(dirname "$0")/../.."
-OUT="${OUT:-$PWD/benchmarks/results}"
-mkdir -p "$OUT"
-WORK="$(mktemp -d)"
-export NEXUS_HOME="$WORK/home" HF_HUB_OFFLINE=1 PYTHONPATH="$PWD:$WORK/shim${PYTHONPATH:+:$PYTHONPATH}"
-if ! python3 -c "import platformdirs" 2>/dev/null; then
-  mkdir -p "$WORK/shim"
-  cat > "$WORK/shim/platformdirs.py" <<'PY'
-def _unused(*args, **kwargs):
-    raise RuntimeError("platformdirs stub: NEXUS_HOME should have been used")
-
-
-user_config_dir = user_data_dir = user_cache_dir = _unused
-PY
-fi
+source "$(dirname "$0")/env.sh" benchmarks/results
 python3 -c "import torch; print('torch', torch.__version__, '| cuda', torch.cuda.is_available(), '|',
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')"
 
