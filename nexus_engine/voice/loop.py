@@ -184,7 +184,8 @@ class VoiceLoop:
             if self.duplex is None:
                 self._warm_llm()
             self.audio.start()
-            shown = names if "duplex" in names else {**names, "llm": self.engine.tower_name(self.cfg.llm, "persona")}
+            persona = self.cfg.llm or getattr(self.engine.config.tower_for("persona", self.engine.profile), "name", "")
+            shown = names if "duplex" in names else {**names, "llm": persona}
             info = {"towers": shown, "aec": self.echo.aec.name, "audio": self.audio.describe()}
             self._state("listening", "listening" if not self.cfg.push_to_talk else "hold the button to talk", info)
             while not stop.is_set():
@@ -206,9 +207,9 @@ class VoiceLoop:
         if vad is None:
             raise BadInputError("no VAD tower is declared", "declare one with kind = \"vad\" in models.toml")
         names = {"asr": e.tower_name(c.asr, "hearing"), "tts": e.tower_name(c.tts, "speech"), "vad": vad}
-        persona = e.tower_name(c.llm, "persona")
-        if e.config.towers[persona].kind == "persona":  # speech to speech (PersonaPlex): it answers, not the LLM
-            names["duplex"] = persona
+        spec = e.config.towers.get(c.llm) if c.llm else e.config.tower_for("persona", e.profile)
+        if spec is not None and spec.kind == "persona":  # speech to speech (PersonaPlex): it answers, not the LLM
+            names["duplex"] = spec.name
         return names
 
     def _dump(self) -> None:
