@@ -49,10 +49,10 @@ from nexus_engine.voice.duplex import SpeechGeneration, is_speech_persona
 from nexus_engine.voice.echo_path import EchoPath
 from nexus_engine.voice.local_client import LocalClient
 from nexus_engine.voice.reply import Reply, Times
-from nexus_engine.voice.segments import after_preroll, ends_between_words
 from nexus_engine.voice.tts import Speaker
+from nexus_engine.voice.turn_text import TurnText
 from nexus_engine.voice.turns import TurnConfig, TurnEvent, TurnTaker, is_backchannel, sounds_complete
-from nexus_engine.voice.vad import WINDOW_MS, VadFrames, VadWindow
+from nexus_engine.voice.vad import VadFrames, VadWindow
 
 log = logging.getLogger("nexus.voice.loop")
 Emit = Callable[[Message], None]
@@ -64,16 +64,6 @@ LEVEL_EVERY = 5  # frames between VoiceLevel events (100 ms)
 RECONNECT_S = 2.0
 BARGE_RESUME_S = 0.6  # after an interruption too short to be a turn, Nexus goes on after this much quiet
 DEBUG = bool(os.environ.get("NEXUS_VOICE_DEBUG"))  # log every speech window heard while Nexus speaks
-MIN_SEGMENT_MS = 1500.0  # speech before a pause that is kept as a finished segment when the user goes on
-# ... if the pause was this long: shorter gaps are the closure of a stop consonant inside a word ("mut-ton") or a
-# soft onset the VAD misses ("you | his"), and cutting there loses or splits a word
-SEGMENT_GAP_MS = 200.0
-# a shorter pause after this much speech still cuts the turn if the pause's final says it fell between two words
-# (segments.py): the final at the end of a long turn then only transcribes its last seconds
-EAGER_SEGMENT_MS = 2000.0
-# a piece after a cut is transcribed with this much audio from before the cut: alone, a short tail ("counselled
-# him") is misheard; the words in the preroll are dropped again by their aligned times
-PREROLL_MS = 1000.0
 WARM_TEXT = "Sure, here is a short answer to warm the voice up."
 
 
@@ -134,18 +124,7 @@ class VoiceLoop:
 
     def _reset_turn(self) -> None:
         self.turn_id = getattr(self, "turn_id", 0) + 1
-        self.seg_start = 0.0  # audio ms where the segment being spoken started
-        self.parts: list[AsrResult | None] = []  # finished segments of this turn, in order (None: transcribing)
-        self.part_of: dict[int, int] = {}  # final tag -> its index in parts
-        self.pause_tag = -1  # the final running for the current pause (-1: none)
-        self.pause_cut = 0.0
-        self.pause_from = 0.0  # where that final's audio starts
-        self.pause_speech_ms = 0.0
-        self.trims: dict[int, tuple[int, float, float]] = {}  # final tag -> (part, audio from, to): cut by words
-        self.preroll: dict[int, float] = {}  # final tag -> seconds of audio before its cut it was given
-        self._partial_from = -1.0  # where the partial in flight starts
-        self._pause_at = 0.0  # audio ms of the last speech before the current pause
-        self.pause_result: AsrResult | None = None
+        self.tt = TurnText(getattr(self, "asr", None), self._audio, self._new_tag)  # this turn's transcript
         self.awaiting = False  # the turn ended and waits for its transcripts
         self.turn_start: TurnEvent | None = None
         self.times = Times()
@@ -343,7 +322,8 @@ class VoiceLoop:
     def _on_turn(self, ev: TurnEvent, w: VadWindow) -> None:
         if ev.kind in ("start", "interrupt"):
             self._reset_turn()
-            self.turn_start, self.seg_start = ev, ev.start_ms
+            self.turn_start = ev
+            self.tt.begin(ev.start_ms)
             self._last_partial = self.t_ms
             if ev.kind == "interrupt":
                 self._interrupt()
@@ -354,41 +334,18 @@ class VoiceLoop:
             self._state("hearing", "interrupting" if ev.kind == "interrupt" else "hearing you")
         elif ev.kind == "pause":
             self.times.speech_end = self._wall(ev.t_ms)
-            self._pause_at = ev.t_ms
-            self.pause_cut, self.pause_result = self.t_ms, None
-            self._pause_final(ev.speech_ms)
+            self.tt.pause(ev.t_ms, self.t_ms, ev.speech_ms)
         elif ev.kind == "resume":
-            gap = ev.t_ms - WINDOW_MS - self._pause_at
-            spoken = self.pause_cut - self.seg_start
-            if self.pause_tag >= 0 and gap >= SEGMENT_GAP_MS and spoken >= MIN_SEGMENT_MS:
-                # keep what was said before the pause as a finished segment: the final at the end of the turn
-                # then only has the audio since, so its cost does not grow with the length of the turn
-                self.parts.append(self.pause_result)
-                if self.pause_result is None:
-                    self.part_of[self.pause_tag] = len(self.parts) - 1
-                self.seg_start = self.pause_cut
-            elif self.pause_tag >= 0 and self.asr.aligns and not self.trims and spoken >= EAGER_SEGMENT_MS:
-                # a short pause: cut here if its final (once back) heard whole words up to it
-                self.parts.append(None)
-                self.trims[self.pause_tag] = (len(self.parts) - 1, self.pause_from, self.pause_cut)
-                if self.pause_result is not None:
-                    self._trim(self.pause_tag, self.pause_result)
-            elif self.pause_tag >= 0 and self.pause_result is None:
-                self.asr.drop(self.pause_tag)  # not started yet: skip it
-            self.pause_tag, self.pause_result = -1, None
+            self.tt.resume(ev.t_ms)
             if self.reply is not None and not self.reply.committed:
                 self._cancel_reply("the user went on")
         elif ev.kind == "segment":  # a monologue without pauses: cut it here
-            self.parts.append(None)
-            self.part_of[self._submit_final(self.seg_start, self.t_ms, ev.speech_ms)] = len(self.parts) - 1
-            self.seg_start = self.t_ms
+            self.tt.segment(self.t_ms, ev.speech_ms)
         elif ev.kind == "end":
             self.times.speech_end = self.times.speech_end or self._wall(ev.t_ms)
             self.times.eot = self.now
             self.awaiting = True
-            if self.pause_tag < 0:  # push-to-talk released mid-speech: no pause final yet
-                self.pause_cut = self.t_ms
-                self._pause_final(ev.speech_ms)
+            self.tt.end(self.t_ms, ev.speech_ms)
             self._maybe_end()
         elif ev.kind == "drop":
             if self.barge == "pending":  # a cough or a word's first syllable: wait a moment before going on
@@ -396,38 +353,9 @@ class VoiceLoop:
             self._reset_turn()
             self._idle_state()
 
-    def _pause_final(self, speech_ms: float) -> None:
-        """Transcribe the segment up to the pause (the turn's final, if the pause turns out to be its end)."""
-        self.pause_from, self.pause_speech_ms, self.pause_result = self.seg_start, speech_ms, None
-        self.pause_tag = self._submit_final(self.seg_start, self.pause_cut, speech_ms)
-
-    def _trim(self, tag: int, res: AsrResult) -> None:
-        """A short pause's final is back: when its words say the pause fell between two words, it is a finished
-        part and the turn goes on from the pause; otherwise the part stays empty and nothing moves."""
-        idx, start, end = self.trims.pop(tag)
-        later = any(t > tag for t in self.part_of)
-        if res.phantom or later or self.seg_start != start or not ends_between_words(res.words):
-            self.parts[idx] = replace(res, text="", words=[], phantom="not cut here")
-            return
-        self.parts[idx] = replace(res, words=[])
-        self.seg_start = end
-        if self.pause_tag not in (-1, tag) and self.pause_from == start:  # a later pause's final heard it too
-            self.asr.drop(self.pause_tag)
-            self._pause_final(self.pause_speech_ms)
-
-    def _submit_final(self, start_ms: float, end_ms: float, speech_ms: float) -> int:
+    def _new_tag(self) -> int:
         self.next_tag += 1
-        first = self.turn_start.start_ms if self.turn_start is not None else start_ms
-        pre = min(PREROLL_MS, max(0.0, start_ms - first)) if self.asr.aligns else 0.0
-        if pre > 0:
-            self.preroll[self.next_tag] = pre / 1000
-        # no prompt: given the turn's earlier text and a short tail of audio, Whisper repeats the prompt
-        self.asr.submit(self.next_tag, self._audio(start_ms - pre, end_ms), True, speech_ms)
         return self.next_tag
-
-    def _text(self, last: AsrResult | None = None) -> str:
-        """The turn's transcript from its finished segments (and `last`)."""
-        return " ".join(p.text for p in [*self.parts, last] if p is not None and not p.phantom).strip()
 
     def _tick(self) -> None:
         """Per frame: partials, a barge-in that outlasted a backchannel, the reply's progress."""
@@ -436,10 +364,7 @@ class VoiceLoop:
         every = max(self.cfg.partial_ms, 3 * self._partial_ms)
         if s.in_turn and not s.paused and self.t_ms - self._last_partial >= every:
             self._last_partial = self.t_ms
-            # partials are tagged -turn: finals count up from 1, and a shared number would let a partial's
-            # completion cancel the drop of a final with that tag
-            if self.asr.submit(-self.turn_id, self._audio(self.seg_start, self.t_ms), False, s.speech_ms):
-                self._partial_from = self.seg_start
+            self.tt.partial(self.turn_id, self.t_ms, s.speech_ms)
         if self.barge == "pending" and s.in_turn and s.speech_ms >= self.turns.cfg.backchannel_ms:
             self._barge_commit("the user kept talking")
         elif self.barge == "pending" and not s.in_turn and self.resume_at and self.now >= self.resume_at:
@@ -457,32 +382,22 @@ class VoiceLoop:
     def _on_asr(self, tag: int, res: AsrResult) -> None:
         if not res.final:
             self._partial_ms = res.ms
-            if tag == -self.turn_id and self.turns.s.in_turn and self._partial_from == self.seg_start:
-                self.emit(Transcript(id=self.call_id, text=self._text(res), final=False))
+            if tag == -self.turn_id and self.turns.s.in_turn and self.tt.partial_is_current():
+                self.emit(Transcript(id=self.call_id, text=self.tt.text(res), final=False))
             return
-        log.info("final (tag %d, pause tag %d, %.0f ms, %.1f s)%s: %r", tag, self.pause_tag, res.ms, res.audio_s,
+        log.info("final (tag %d, pause tag %d, %.0f ms, %.1f s)%s: %r", tag, self.tt.pause_tag, res.ms, res.audio_s,
                  f" phantom: {res.phantom}" if res.phantom else "", res.text)
-        if tag in self.preroll:  # heard with the audio before its cut: keep only the words after it
-            ws = after_preroll(res.words, self.preroll.pop(tag), self._text())
-            res = replace(res, text=" ".join(w["word"] for w in ws), words=ws,
-                          phantom=res.phantom or ("" if ws else "nothing after the cut"))
-        if tag in self.trims:  # a short pause's final, to be cut before its last word
-            self.part_of.pop(tag, None)
-            self._trim(tag, res)
+        kind, res = self.tt.final(tag, res)
+        if kind == "part":
             self._maybe_end()
             return
-        if tag in self.part_of:  # a finished segment of this turn
-            self.parts[self.part_of.pop(tag)] = res
-            self._maybe_end()
-            return
-        if tag != self.pause_tag:
+        if kind == "stale":
             return  # an abandoned pause's final
         self.times.final, self.times.asr_ms, self.times.final_audio_s = time.monotonic(), res.ms, res.audio_s
-        self.pause_result = res
-        text = self._text(res)
+        text = self.tt.text(res)
         self.turns.hint(True if res.phantom else sounds_complete(res.text))
         if self.barge == "pending" and not self.awaiting:
-            if not self.parts and (res.phantom or is_backchannel(res.text)):
+            if not self.tt.parts and (res.phantom or is_backchannel(res.text)):
                 self.turns.reset()
                 self._reset_turn()
                 self._resume_reply()  # "mm-hmm": Nexus goes on
@@ -490,12 +405,14 @@ class VoiceLoop:
         if self.awaiting:
             self._maybe_end()
         elif (self.cfg.speculate and text and not res.phantom and sounds_complete(res.text) and self.reply is None
-              and None not in self.parts and self.barge != "pending"):
+              and not self.tt.transcribing and self.barge != "pending"):
             self._speculate(text)
 
     def _maybe_end(self) -> None:
-        if self.awaiting and self.pause_result is not None and None not in self.parts:
-            self._end(self._text(self.pause_result), self.pause_result.phantom)
+        if self.awaiting and self.tt.ready():
+            res = self.tt.pause_result
+            assert res is not None
+            self._end(self.tt.text(res), res.phantom)
 
     def _on_control(self, c: dict[str, Any]) -> None:
         if c["barge_in"] is not None:
