@@ -32,7 +32,7 @@ from nexus_engine.consolidation import projector as pj
 from nexus_engine.errors import NexusError
 from nexus_engine.research.agid import scenes, vision
 from nexus_engine.research.agid.teacher import Teacher, load_teacher, pick_device, spec_of
-from nexus_engine.research.agid.text import DEFAULT_OUT, say
+from nexus_engine.research.agid.text import say
 from nexus_engine.research.agid.trainer import TrainConfig, clear_checkpoints, fingerprint, train
 from nexus_engine.research.niwt.lab import jsonable
 from nexus_engine.towers.asr_whisper import joined_model_dir
@@ -51,25 +51,15 @@ DIGITS = {"1": "one", "2": "two", "3": "three", "4": "four", "5": "five"}
 
 
 @dataclass
-class AudioConfig:
+class AudioConfig(vision.PrefixRunConfig):
     tower: str = "whisper-base"  # the ASR tower whose encoder states are projected
     tts: str = "piper-joe"  # the voice that speaks the training and eval utterances
-    llm: str = "smollm2-hf"
     train_utterances: int = 400
     eval_utterances: int = 24  # held-out utterances with colour-shape pairs seen in training
     eval_novel: int = 16  # held-out utterances with at least one never-trained pair
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=80, lr=2e-3, warmup=5,
                                                                    checkpoint_every=10, log_every=5))
-    batch: int = 8
-    max_new_tokens: int = 32
-    repeat_penalty: float = 1.1  # the chat tower's setting (models.toml), for every path alike
-    seed: int = 0
-    device: str | None = None
-    threads: int = 1
-    out: Path = DEFAULT_OUT
-    root: Path | None = None  # adapters root (default: <data folder>/adapters)
     cache: Path | None = None  # synthesized audio + features (default: <cache>/agid/<tower>/audio)
-    fresh: bool = False
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,24 @@ QUESTION = "What is in the image?"
 
 
 @dataclass
-class VisionConfig:
-    tower: str = "efficientnet-lite0"
+class PrefixRunConfig:
+    """What every projector run (vision, audio) sets alike: the frozen LLM, batching, decoding, where it writes."""
+
     llm: str = "smollm2-hf"
+    batch: int = 8
+    max_new_tokens: int = 32
+    repeat_penalty: float = 1.1  # the chat tower's setting (models.toml), for every path alike
+    seed: int = 0
+    device: str | None = None
+    threads: int = 1
+    out: Path = DEFAULT_OUT
+    root: Path | None = None  # adapters root (default: <data folder>/adapters)
+    fresh: bool = False
+
+
+@dataclass
+class VisionConfig(PrefixRunConfig):
+    tower: str = "efficientnet-lite0"
     ocr: str | None = "rapidocr"
     train_scenes: int = 1200
     eval_scenes: int = 40  # held-out scenes with pairs seen in training
@@ -46,15 +61,6 @@ class VisionConfig:
     coco_share: float = 0.25  # of each batch
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=200, lr=1e-3, warmup=10,
                                                                    checkpoint_every=25, log_every=5))
-    batch: int = 8
-    max_new_tokens: int = 32
-    repeat_penalty: float = 1.1  # the chat tower's setting (models.toml), for every path alike
-    seed: int = 0
-    device: str | None = None
-    threads: int = 1
-    out: Path = DEFAULT_OUT
-    root: Path | None = None
-    fresh: bool = False
 
 
 @dataclass
