@@ -267,7 +267,9 @@ def _restart(text: str) -> int | None:
     if len(first) < 3:
         return None
     for m in re.finditer(r"[.!?]\s+", text):
-        if re.findall(r"[a-z']+", text[m.end():].lower())[:3] == first:
+        again = re.findall(r"[a-z']+", text[m.end():].lower())[:3]
+        # "Stuffing It Into You" starts over as much as "Stuff it into you" does
+        if len(again) == 3 and all(a.startswith(b) or b.startswith(a) for a, b in zip(again, first, strict=True)):
             return m.end()
     return None
 

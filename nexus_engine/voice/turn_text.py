@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from nexus_engine.towers.asr_whisper import cut_loop
 from nexus_engine.voice.asr import AsrResult
 from nexus_engine.voice.segments import after_preroll, ends_between_words
 from nexus_engine.voice.vad import WINDOW_MS
@@ -118,7 +119,9 @@ class TurnText:
 
     def text(self, last: AsrResult | None = None) -> str:
         """The turn's transcript from its finished segments (and `last`)."""
-        return " ".join(p.text for p in [*self.parts, last] if p is not None and not p.phantom).strip()
+        # pieces are transcribed apart, so a tail that starts the utterance over ("…counseled him. Stuffing It
+        # Into You") is only seen whole here
+        return cut_loop(" ".join(p.text for p in [*self.parts, last] if p is not None and not p.phantom).strip())
 
     @property
     def transcribing(self) -> bool:

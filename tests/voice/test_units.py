@@ -224,6 +224,7 @@ def test_array_audio_pairs_each_microphone_frame_with_what_was_played() -> None:
     # seen in CI: after the end of the clip Whisper started the utterance again until the token limit cut it
     ("Stuff it into you, his belly counseled him. Stuff it into into", "Stuff it into you, his belly counseled him."),
     ("Stuff it into you. Stuff it into you. Stuff it", "Stuff it into you."),
+    ("Stuff it into you, his belly counseled him. Stuffing It Into You", "Stuff it into you, his belly counseled him."),
 ])
 def test_whisper_starting_the_utterance_over_is_caught_and_cut(decoded: str, kept: str) -> None:
     from nexus_engine.towers.asr_whisper import cut_loop, looping
@@ -270,3 +271,16 @@ def test_a_piece_heard_with_audio_from_before_its_cut_keeps_only_the_words_after
              [("mutton", 0.1, 0.5), ("pieces", 0.5, 0.93), ("to", 0.93, 1.02), ("be", 1.02, 1.2)]]
     assert [w["word"] for w in after_preroll(early, 1.0, "and fat mutton pieces.")] == ["to", "be"]
     assert [w["word"] for w in after_preroll(early, 1.0)] == ["be"]  # without the text: time alone
+
+
+def test_a_piece_that_starts_the_turn_over_is_cut_from_the_turn_text() -> None:
+    """Seen in CI: the piece after a cut came back as the utterance's beginning again; only the joined turn shows it."""
+    from nexus_engine.voice.asr import AsrResult
+    from nexus_engine.voice.turn_text import TurnText
+
+    tt = TurnText(None, lambda a, b: np.zeros(0, np.float32), lambda: 1)
+    tt.parts = [AsrResult("Stuff it into you, his belly counseled him.", True, 0.0, 0.0),
+                AsrResult("Stuffing It Into You", True, 0.0, 0.0)]
+    assert tt.text() == "Stuff it into you, his belly counseled him."
+    tt.parts[1] = AsrResult("And then he ate.", True, 0.0, 0.0)
+    assert tt.text() == "Stuff it into you, his belly counseled him. And then he ate."
