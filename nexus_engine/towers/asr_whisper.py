@@ -165,6 +165,8 @@ class FasterWhisperASR:
             # on a short window Whisper base sometimes ends early ("I would" for a ten-word sentence, "…a light
             # breeze from" without "the west"); a longer window rarely does
             again = self._decode(feats, len(samples), prompt, True, RETRY_FRAMES)
+            if truncated(again.text, samples):  # rarely both: faster-whisper's own decoding, with its fallbacks
+                again = self._long(samples, prompt)
             if len(again.text.split()) > len(res.text.split()):
                 res = again
         return res if words else replace(res, words=[])

@@ -115,10 +115,10 @@ def test_whisper_does_not_stop_before_the_end_of_a_short_sentence(tower: Any, te
     """On a short window Whisper base sometimes ends a decode early; such a decode is done again on a longer one."""
     speak, asr = Speaker(tower("piper-joe")), tower("whisper-base")
     heard = [asr.transcribe(speak(text), RATE).text for _ in range(6)]
-    # what is checked is the end: every decode reaches the sentence's last two words (a misheard word elsewhere,
+    # what is checked is the end: every decode reaches the sentence's last word (a misheard or dropped word elsewhere,
     # "The water today…", is ordinary Whisper-base error, not an early stop)
-    last = normalize(text)[-2:]
-    assert all(normalize(h)[-2:] == last for h in heard), heard
+    last = normalize(text)[-1:]
+    assert all(normalize(h)[-1:] == last for h in heard), heard
     assert all(wer(text, h) <= 0.3 for h in heard), heard
 
 
