@@ -23,6 +23,7 @@ from nexus_engine.routing import Routing
 from nexus_engine.towers.base import SAMPLING_DEFAULTS, ChatTower, GenParams, Tower
 from nexus_engine.towers.chat_format import StopMatcher, check_messages
 from nexus_engine.vision import chat as vision_chat
+from nexus_engine.voice import attached
 
 Emit = Callable[[Message], None]
 
@@ -85,6 +86,8 @@ class Engine:
         check_messages(req.messages)
         check_size(req, self.config.limits)
         req = self.routing.resolve(req, emit)  # role "auto": the router picks (and the app sees why)
+        if attached.audio_files(req):  # voice notes, recordings: heard first, then answered (voice/attached.py)
+            return attached.answer_with_hearing(self, req, emit, cancel)
         handler = vision_chat.route(self, req)  # attachments, "draw …": vision/chat.py
         if handler is not None:
             return handler(self, req, emit, cancel)

@@ -57,12 +57,16 @@ def format_info(stats: dict[str, Any], route: list[str] | None = None) -> str:
     """The line under an answer: towers used, tokens, speed, time to first token, total time."""
     parts = []
     towers = list(route or [])
-    if stats.get("tower") and stats["tower"] not in towers:
-        towers.append(str(stats["tower"]))
+    for name in [*(stats.get("towers") or []), stats.get("tower")]:  # every tower that worked on it, once
+        if name and name not in towers:
+            towers.append(str(name))
     if towers:
         parts.append(" + ".join(towers))
     if stats.get("consolidation") in CONSOLIDATION:  # which path combined an image with the chat model
         parts.append(CONSOLIDATION[stats["consolidation"]])
+    heard = stats.get("heard") or []
+    if heard:  # audio attachments reach the chat model as transcripts (voice/attached.py)
+        parts.append("audio via transcript" if len(heard) == 1 else f"{len(heard)} audio files via transcripts")
     if stats.get("tokens"):
         parts.append(f"{stats['tokens']} tokens")
     if stats.get("decode_tok_s"):

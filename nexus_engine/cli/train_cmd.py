@@ -6,6 +6,7 @@
            the text-composition path and with no image
   audio    projector from the ASR tower's encoder states (utterances spoken by the TTS tower) to the chat LLM's
            prefix tokens; held-out comparison with the transcript in the prompt and with no audio
+  speed    step time, tokens/s and memory of each stage on a random-weight seed-shape teacher (GPU runs)
   report   Markdown tables + learning-curve PNGs from the results JSONs
   list     the adapters installed in the user's data folder
 
@@ -71,6 +72,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = tsub.add_parser("report", help="Markdown tables + learning-curve PNGs from the results JSONs")
     r.add_argument("--out", type=Path, help="results folder (default: benchmarks/results/agid)")
     r.set_defaults(func=_report)
+
+    sp = tsub.add_parser("speed", help="step time and memory of each AGID stage on a random-weight seed-shape teacher")
+    sp.add_argument("--arch", default="tiny", help="qwen3-4b | llama-4b | smollm2-135m | tiny (random weights)")
+    sp.add_argument("--device", default="cpu", help="cuda | cpu")
+    sp.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"), help="the teacher's weights")
+    sp.add_argument("--windows", type=int, default=16, help="recorded training windows")
+    sp.add_argument("--seq", type=int, default=512, help="tokens per window")
+    sp.add_argument("--batch", type=int, default=4, help="windows per end-to-end step")
+    sp.add_argument("--rank", type=int, default=64, help="bridge rank")
+    sp.add_argument("--local-steps", type=int, default=40)
+    sp.add_argument("--steps", type=int, default=20, help="end-to-end (trajectory) steps")
+    sp.add_argument("--projector-steps", type=int, default=20)
+    sp.add_argument("--json", type=Path, help="write the numbers here")
+    sp.set_defaults(func=_speed)
 
     ls = tsub.add_parser("list", help="installed adapters and their metrics")
     ls.add_argument("--adapters", type=Path, help="adapters root (default: <data folder>/adapters)")
@@ -156,6 +171,19 @@ def _audio(args: argparse.Namespace) -> int:
     res = audio.run_audio(cfg)
     _save(res, cfg.out, f"results-audio-{args.tower}.json")
     print(json.dumps({"goal": res["goal"], "nll": res["nll"]}, indent=1))
+    return 0
+
+
+def _speed(args: argparse.Namespace) -> int:
+    from nexus_engine.research.agid.speed import train_speed
+    from nexus_engine.research.agid.text import say
+
+    res = train_speed(args.arch, args.device, args.dtype, windows=args.windows, seq=args.seq, batch=args.batch,
+                      rank=args.rank, local_steps=args.local_steps, steps=args.steps,
+                      projector_steps=args.projector_steps, progress=say)
+    if args.json:
+        _save(res, args.json.parent, args.json.name)
+    print(json.dumps(res, indent=1))
     return 0
 
 

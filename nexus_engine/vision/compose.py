@@ -36,12 +36,16 @@ def unseen_note(i: int, path: str, kind: str) -> str:
 
 
 def with_notes(messages: list[dict[str, str]], notes: list[str]) -> list[dict[str, str]]:
-    """The conversation with the perception report in its system message (added at the start if there is none:
-    several chat templates accept a system message only there)."""
+    """The conversation with the perception report in its system message."""
     if not notes:
         return messages
     what = "an image" if len(notes) == 1 and notes[0].startswith("[Image") else f"{len(notes)} files"
-    report = REPORT.format(what=what, notes=" ".join(notes))
+    return with_report(messages, REPORT.format(what=what, notes=" ".join(notes)))
+
+
+def with_report(messages: list[dict[str, str]], report: str) -> list[dict[str, str]]:
+    """The conversation with `report` in its system message (added at the start if there is none: several chat
+    templates accept a system message only there). Audio transcripts (voice/attached.py) use it too."""
     out = [dict(m) for m in messages]
     if out and out[0]["role"] == "system":
         out[0]["content"] = f"{out[0]['content']}\n\n{report}"

@@ -66,6 +66,10 @@ def test_info_line() -> None:
     assert format_info(stats) == "smollm2-chat · 40 tokens · 61 tok/s · first token 212 ms · 0.9 s"
     assert format_info(stats, ["router-pick"]).startswith("router-pick + smollm2-chat")
     assert format_info({}) == ""
+    heard = {**stats, "towers": ["whisper-base", "smollm2-chat"], "heard": [{"path": "/a.wav", "text": "hi"}]}
+    assert format_info(heard).startswith("whisper-base + smollm2-chat · audio via transcript · 40 tokens")
+    two = {**heard, "heard": heard["heard"] * 2, "consolidation": "text"}
+    assert "image via text notes · 2 audio files via transcripts" in format_info(two)
 
 
 def test_settings_round_trip_and_damage(tmp_path: Path) -> None:

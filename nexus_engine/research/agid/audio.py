@@ -36,6 +36,7 @@ from nexus_engine.research.agid.text import say
 from nexus_engine.research.agid.trainer import TrainConfig, clear_checkpoints, fingerprint, train
 from nexus_engine.research.niwt.lab import jsonable
 from nexus_engine.towers.asr_whisper import joined_model_dir
+from nexus_engine.voice import attached
 
 RATE = 16000  # what the Whisper encoder reads (voice.tts.Speaker resamples Piper's 22 kHz to it)
 CARRIERS = ("Please draw {}.", "I would like {}.", "There are {} on the table.", "Can you show me {}?",
@@ -45,7 +46,7 @@ QUESTIONS = ("Which shapes and colours did the user mention?", "What did the use
 QUESTION = QUESTIONS[0]  # the evaluation question
 # the text path: the transcript as a report in the system message, the shape SmolLM2-135M follows best for images
 # (vision/compose.py); the voice loop sends a transcript as the user's own turn, which leaves no room for a question
-REPORT = "The user sent a voice message. Speech recognition heard: \u201c{}\u201d. Use only this transcript."
+REPORT = attached.ONE  # the engine's words for one voice message: the comparison measures the engine's text path
 GOAL_METRICS = (("eval_seen", "objects"), ("eval_novel", "objects"))
 DIGITS = {"1": "one", "2": "two", "3": "three", "4": "four", "5": "five"}
 

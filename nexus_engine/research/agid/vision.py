@@ -257,27 +257,8 @@ class PrefixLoss:
     def loss(self, rows: list[tuple[torch.Tensor, tuple[list[int], list[int]], str]]) -> torch.Tensor:
         """Mean cross-entropy over the answer tokens of (features [K, W], prompt halves, answer) rows."""
         feats = torch.stack([f for f, _, _ in rows]).to(self.device)
-        prefix = self.proj(feats)  # [B, K, D]
-        emb = self.model.get_input_embeddings()
-        xs, targets, spans = [], [], []
-        for b, (_, (left, right), text) in enumerate(rows):
-            answer = self._answer(text)
-            ids = torch.tensor(left + [self.pad] * prefix.shape[1] + right + answer, device=self.device)
-            x = emb(ids).clone()
-            k = len(left)
-            x[k:k + prefix.shape[1]] = prefix[b].to(x.dtype)
-            xs.append(x)
-            start = len(ids) - len(answer)  # positions start-1 .. end-2 predict the answer tokens
-            spans.append((start - 1, len(ids) - 1))
-            targets.append(ids[start:])
-        width = max(len(r) for r in xs)
-        pad_vec = emb(torch.tensor([self.pad], device=self.device))[0]
-        x = torch.stack([torch.cat([r, pad_vec.expand(width - len(r), -1)]) for r in xs])  # right-padded
-        with autocast(self.device):
-            hidden = self.model.model(inputs_embeds=x, use_cache=False).last_hidden_state  # [B, T, D]
-        picked = torch.cat([hidden[b, s:e] for b, (s, e) in enumerate(spans)])
-        logits = self.model.get_output_embeddings()(picked).float()
-        return F.cross_entropy(logits, torch.cat(targets))
+        return prefix_ce(self.model, self.proj(feats), [(halves, self._answer(text)) for _, halves, text in rows],
+                         self.pad)
 
     @torch.no_grad()
     def answer_nll(self, items: list[Item], feats: list[torch.Tensor] | None = None) -> float:
@@ -286,6 +267,34 @@ class PrefixLoss:
         feats = feats if feats is not None else [it.feats for it in items]
         per_item = [float(self.loss([(f, self.halves[0], it.answers[0])])) for it, f in zip(items, feats, strict=True)]
         return sum(per_item) / max(len(per_item), 1)
+
+
+def prefix_ce(model: Any, prefix: torch.Tensor, rows: list[tuple[tuple[list[int], list[int]], list[int]]],
+              pad: int) -> torch.Tensor:
+    """Mean cross-entropy of each row's answer ids given [left | its prefix tokens | right] (the frozen LLM).
+
+    prefix: [B, K, D] projected tokens, one row each; rows: ((left ids, right ids), answer ids), right-padded.
+    """
+    device = prefix.device
+    emb = model.get_input_embeddings()
+    xs, targets, spans = [], [], []
+    for b, ((left, right), answer) in enumerate(rows):
+        ids = torch.tensor(left + [pad] * prefix.shape[1] + right + answer, device=device)
+        x = emb(ids).clone()
+        k = len(left)
+        x[k:k + prefix.shape[1]] = prefix[b].to(x.dtype)
+        xs.append(x)
+        start = len(ids) - len(answer)  # positions start-1 .. end-2 predict the answer tokens
+        spans.append((start - 1, len(ids) - 1))
+        targets.append(ids[start:])
+    width = max(len(r) for r in xs)
+    pad_vec = emb(torch.tensor([pad], device=device))[0]
+    x = torch.stack([torch.cat([r, pad_vec.expand(width - len(r), -1)]) for r in xs])  # right-padded
+    with autocast(device):
+        hidden = model.model(inputs_embeds=x, use_cache=False).last_hidden_state  # [B, T, D]
+    picked = torch.cat([hidden[b, s:e] for b, (s, e) in enumerate(spans)])
+    logits = model.get_output_embeddings()(picked).float()
+    return F.cross_entropy(logits, torch.cat(targets))
 
 
 # ------------------------------------------------------------------------------------------------ eval
