@@ -62,8 +62,9 @@ def format_info(stats: dict[str, Any], route: list[str] | None = None) -> str:
             towers.append(str(name))
     if towers:
         parts.append(" + ".join(towers))
-    if stats.get("consolidation") in CONSOLIDATION:  # which path combined an image with the chat model
-        parts.append(CONSOLIDATION[stats["consolidation"]])
+    if stats.get("consolidation") in CONSOLIDATION:  # which path combined an image (or audio) with the chat model
+        what = CONSOLIDATION[stats["consolidation"]]
+        parts.append(what.replace("image", "audio") if stats.get("consolidation_modality") == "audio" else what)
     heard = stats.get("heard") or []
     if heard:  # audio attachments reach the chat model as transcripts (voice/attached.py)
         parts.append("audio via transcript" if len(heard) == 1 else f"{len(heard)} audio files via transcripts")

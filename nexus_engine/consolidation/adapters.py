@@ -51,6 +51,26 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+_FILE_REVISIONS: dict[tuple[str, float, int], str] = {}  # (file, mtime, size) -> revision: hashing costs ~0.1 s
+
+
+def file_revision(path: Path) -> str:
+    """`sha256:<16 hex>` of a weights file that is not safetensors (NIWT's revision_of cannot see those: the
+    Whisper CTranslate2 model.bin): what an audio projector's manifest records as the weights that heard."""
+    st = Path(path).stat()
+    key = (str(path), st.st_mtime, st.st_size)
+    if key not in _FILE_REVISIONS:
+        _FILE_REVISIONS[key] = f"sha256:{file_sha256(Path(path))[:16]}"
+    return _FILE_REVISIONS[key]
+
+
+def asr_revision(spec: Any) -> str:
+    """The revision of a faster-whisper tower's weights (its joined model.bin)."""
+    from nexus_engine.towers.asr_whisper import joined_model_dir
+
+    return file_revision(joined_model_dir(spec) / "model.bin")
+
+
 def validate_manifest(doc: Any, where: str = "manifest") -> None:
     """Raise AdapterFormatError naming every problem (missing keys, wrong types, unknown format/kind)."""
     errors: list[str] = []

@@ -65,26 +65,35 @@ def report(heard: list[Heard]) -> str:
     return MANY.format(n=len(heard), notes=" ".join(h.entry(i + 1) for i, h in enumerate(heard)))
 
 
-def answer_with_hearing(engine: Engine, req: ChatRequest, emit: Emit, cancel: threading.Event) -> dict[str, Any]:
-    """Transcribe the turn's audio files, then answer the turn (with its other attachments) from the report."""
+def answer_with_hearing(engine: Engine, req: ChatRequest, emit: Emit, cancel: threading.Event,
+                        note: str = "") -> dict[str, Any]:
+    """Transcribe the turn's audio files, then answer the turn (with its other attachments) from the report; or,
+    for short audio alone with a trained audio projector, let the LLM hear it (consolidation/answer.py).
+    note: why the projector path was left (it then comes back here, and the stats say so)."""
+    from nexus_engine.consolidation import answer as consolidation
     from nexus_engine.vision import compose
 
     t0 = time.perf_counter()
     files = audio_files(req)
+    rest = [a for a in req.attachments if not is_audio(a)]
+    if not rest and not note:
+        choice = consolidation.choose_audio(engine, files)
+        if choice.path == consolidation.PROJECTOR:
+            return consolidation.answer_with_projector(engine, req, emit, cancel, choice)
+        note = choice.note
     heard = [hear(engine, path, req.id, emit, cancel) for path in files]
     _cap(heard)
     hearing_ms = (time.perf_counter() - t0) * 1000
     if cancel.is_set():  # stopped while listening: no model is loaded to answer a turn nobody waits for
         return {"finish": "cancelled", "tokens": 0, "heard": [dataclasses.asdict(h) for h in heard],
                 "hearing_ms": round(hearing_ms, 1), "total_ms": round(hearing_ms, 1)}
-    rest = [a for a in req.attachments if not is_audio(a)]
     role = req.role if rest or req.role not in ("vision", "perception") else "reasoning"
     stats = engine.chat(dataclasses.replace(req, messages=compose.with_report(req.messages, report(heard)),
                                             attachments=rest, role=role), emit, cancel)
     asr = [h.tower for h in heard if h.tower]
     towers = list(dict.fromkeys([*asr, *stats.get("towers", [stats.get("tower")])]))
     return {**stats, "towers": [t for t in towers if t], "hearing_ms": round(hearing_ms, 1),
-            "heard": [dataclasses.asdict(h) for h in heard]}
+            "heard": [dataclasses.asdict(h) for h in heard], **({"consolidation_note": note} if note else {})}
 
 
 def hear(engine: Engine, path: str, request_id: str, emit: Emit, cancel: threading.Event) -> Heard:

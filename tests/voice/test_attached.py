@@ -3,6 +3,7 @@ model from the transcript; damaged, silent and mixed attachments still get an an
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -95,3 +96,84 @@ def test_long_transcripts_are_cut_at_a_word_and_say_so() -> None:
     kept = len(heard[0].text.split()) - 1
     assert heard[0].note == f"transcript cut: {3000 - kept} more words; `nexus transcribe` gives the whole text"
     assert heard[1].text == "short and whole" and heard[1].note == ""
+
+
+# ------------------------------------------------------------------------------------- audio projector path
+TINY = """
+[towers.tiny-lm]
+kind = "llm"
+backend = "transformers"
+capabilities = ["reasoning"]
+source = {{ path = "{path}" }}
+quantization = "fp32"
+dtype = "fp32"
+width = 64
+[profiles.t]
+description = "tiny chat + the starter ASR"
+[profiles.t.roles]
+reasoning = "tiny-lm"
+hearing = "whisper-base"
+hearing_long = "whisper-base"
+"""
+
+
+@pytest.fixture
+def projector_engine(tmp_path: Path, nexus_home: Path, shared_cache: Path,
+                     monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Path]:
+    """An engine whose hearing tower has an audio projector adapter for its (tiny) chat LLM, as `nexus train audio`
+    writes one; the weights are untrained: the path is under test here, the learning in test_agid_audio."""
+    from nexus_engine import paths, testing
+    from nexus_engine.config.load import load_models_toml
+    from nexus_engine.consolidation import adapters
+    from nexus_engine.consolidation import projector as pj
+    from nexus_engine.engine import Engine
+    from nexus_engine.research.agid.teacher import revision_of
+
+    monkeypatch.setenv("NEXUS_CACHE", str(shared_cache))  # the joined Whisper weights of the session
+    lm = testing.tiny_causal_lm_dir(tmp_path / "tiny-lm", hidden=64, layers=2, seed=3)
+    user = tmp_path / "models.toml"
+    user.write_text(TINY.format(path=lm))
+    config = load_models_toml([paths.SHIPPED_MODELS_TOML, user])
+    proj = pj.Projector(512, 256, 64, pj.AUDIO_TOKENS)
+    folder = adapters.adapter_dir("whisper-base", "audio_projector")
+    adapters.write_adapter(folder, dict(proj.state_dict()), {
+        "kind": "audio_projector", "tower": "whisper-base",
+        "teacher": {"tower": "tiny-lm", "revision": revision_of(config.towers["tiny-lm"])},
+        "source": {"tower": "whisper-base", "revision": adapters.asr_revision(config.towers["whisper-base"])},
+        "config": {"in_width": 512, "latent": 256, "out_width": 64, "tokens": pj.AUDIO_TOKENS, "chunks": pj.CHUNKS,
+                   "system": pj.SYSTEM_AUDIO, "placeholder": pj.AUDIO},
+        "data": {}, "metrics": {}, "training": {}})
+    return Engine(config, profile="t"), folder
+
+
+def _short_clip() -> Path:
+    from nexus_engine.voice.audio_io import probe_duration
+
+    return min((c for _, c, _ in clips()), key=probe_duration)
+
+
+def test_short_audio_alone_takes_the_trained_projector(projector_engine: tuple[Any, Path]) -> None:
+    engine, folder = projector_engine
+    stats = _chat(engine, [{"path": str(_short_clip()), "kind": "audio"}])
+    assert stats["consolidation"] == "projector" and stats["consolidation_modality"] == "audio"
+    assert stats["towers"] == ["whisper-base", "tiny-lm"] and stats["adapter"] == str(folder)
+    assert stats["audio_tokens"] == 13 and stats["audio_files"] == 1 and stats["tokens"] >= 1
+    assert "heard" not in stats  # no transcript was made
+
+
+def test_audio_projector_falls_back_to_the_transcript_with_the_reason(projector_engine: tuple[Any, Path],
+                                                                     tmp_path: Path) -> None:
+    engine, folder = projector_engine
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really")
+    stats = _chat(engine, [{"path": str(broken), "kind": "audio"}])
+    assert "projector not used" in stats["consolidation_note"] and "broken.wav" in stats["consolidation_note"]
+    assert stats["heard"][0]["note"].startswith("could not be read")
+    # other ASR weights than the adapter heard with: refused, with the reason, and the transcript path answers
+    manifest = folder / "manifest.json"
+    doc = json.loads(manifest.read_text())
+    doc["source"]["revision"] = "sha256:ffffffffffffffff"
+    manifest.write_text(json.dumps(doc))
+    stats = _chat(engine, [{"path": str(_short_clip()), "kind": "audio"}])
+    assert "other whisper-base weights" in stats["consolidation_note"] and stats["heard"][0]["text"]
+    assert stats["towers"] == ["whisper-base", "tiny-lm"] and "audio_tokens" not in stats

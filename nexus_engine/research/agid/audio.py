@@ -35,7 +35,6 @@ from nexus_engine.research.agid.teacher import Teacher, load_teacher, pick_devic
 from nexus_engine.research.agid.text import say
 from nexus_engine.research.agid.trainer import TrainConfig, clear_checkpoints, fingerprint, train
 from nexus_engine.research.niwt.lab import jsonable
-from nexus_engine.towers.asr_whisper import joined_model_dir
 from nexus_engine.voice import attached
 
 RATE = 16000  # what the Whisper encoder reads (voice.tts.Speaker resamples Piper's 22 kHz to it)
@@ -185,7 +184,7 @@ def build_data(cfg: AudioConfig, tts: Any, asr: Any, progress: Any) -> dict[str,
     groups = {"train": [utterance(base + i) for i in range(cfg.train_utterances)],
               "eval_seen": [utterance(base + 500_000 + i) for i in range(cfg.eval_utterances)],
               "eval_novel": [utterance(base + 700_000 + i, novel=True) for i in range(cfg.eval_novel)]}
-    revisions = {"asr": _file_revision(joined_model_dir(asr.spec) / "model.bin"), "tts": _file_revision(tts.files()[0])}
+    revisions = {"asr": adapters.asr_revision(asr.spec), "tts": adapters.file_revision(tts.files()[0])}
     cache = cfg.cache or paths.cache_dir() / "agid" / cfg.tower / "audio"
     out: dict[str, Any] = {"hashes": {}, "revisions": revisions, "speech_seconds": {}}
     for name, group in groups.items():
@@ -198,12 +197,6 @@ def build_data(cfg: AudioConfig, tts: Any, asr: Any, progress: Any) -> dict[str,
         "speech_seconds": out["speech_seconds"], "novel_pairs": sorted(f"{c} {s}" for c, s in scenes.NOVEL),
         "questions": list(QUESTIONS), "carriers": list(CARRIERS)}
     return out
-
-
-def _file_revision(path: Path) -> str:
-    """sha256 prefix of a weights file (the towers here are not safetensors, so NIWT's revision_of cannot see
-    them): cached features from other weights are never reused, and the manifest says which weights heard."""
-    return f"sha256:{adapters.file_sha256(path)[:16]}"
 
 
 def synthesize(group: list[Utterance], tts: Any, asr: Any, cache: Path, revisions: dict[str, str], *,
