@@ -68,6 +68,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--json", type=Path, help="write the numbers here (default: print)")
     c.set_defaults(func=_collapse)
 
+    sl = psub.add_parser("sublayers", help="zero the k least important attention / MLP blocks: retention per task")
+    sl.add_argument("--tower", default="smollm2-hf")
+    sl.add_argument("--k", default="1,2,3,4,6,8", help="how many blocks of one kind to zero together")
+    sl.add_argument("--target", type=float, default=0.97)
+    sl.add_argument("--data", type=Path)
+    sl.add_argument("--json", type=Path, help="write the numbers here (default: print)")
+    sl.set_defaults(func=_sublayers)
+
     v = psub.add_parser("validate", help="check a bitmask file against the schema")
     v.add_argument("bitmask", type=Path)
     v.set_defaults(func=_validate)
@@ -181,6 +189,22 @@ def _collapse(args: argparse.Namespace) -> int:
     _emit({"bitmask": str(args.bitmask), **info, "full": base, "collapsed": got,
            "retention": {n: metrics.retention(t, base[n], got[n]) for n, t in tasks.items()},
            "speed": {"full": collapse.speed(full), "collapsed": collapse.speed(small)}}, args.json)
+    return 0
+
+
+def _sublayers(args: argparse.Namespace) -> int:
+    from nexus_engine.research.niwt import data, lab
+    from nexus_engine.research.niwt.stack import decoder_stack
+    from nexus_engine.research.niwt.sublayers import sublayer_curves
+
+    loaded = lab.load_tower(lab.tower_spec(args.tower))
+    tasks = lab.build_tasks(loaded.tok, lab.LabConfig(), data.data_root(args.data))
+    ks = tuple(int(k) for k in args.k.split(","))
+    res = sublayer_curves(decoder_stack(loaded.model), tasks["select"], tasks["eval"], ks=ks, target=args.target)
+    _emit({"tower": args.tower, "revision": loaded.revision, **res}, args.json)
+    for part, curve in res["curves"].items():
+        print(f"{part}: " + "; ".join(f"k={row['k']} " + ", ".join(f"{t} {r:.3f}" for t, r in row["retention"].items())
+                                     for row in curve), file=sys.stderr)
     return 0
 
 

@@ -101,3 +101,19 @@ def test_zeroed_and_skipped_modules_are_restored() -> None:
 def test_unsupported_model_is_named() -> None:
     with pytest.raises(stack.UnsupportedModelError, match=r"model\.layers"):
         stack.decoder_stack(torch.nn.Linear(2, 2))
+
+
+def test_sublayer_curves_rank_the_identity_layers_blocks_first_and_lose_nothing_there() -> None:
+    from nexus_engine.research.niwt.sublayers import sublayer_curves
+
+    model = testing.tiny_llama_with_identity(identity=IDENTITY, layers=LAYERS)
+    task = testing.tiny_lm_task()
+    res = sublayer_curves(stack.decoder_stack(model), {"text": task}, {"text": task}, ks=(1, 2, 3))
+    for part in ("attn", "mlp"):
+        assert res["ranking"][part][0] == {"layer": IDENTITY, "select_kl": pytest.approx(0.0, abs=1e-9)}
+        one, two, three = res["curves"][part]
+        assert one["zeroed"] == [IDENTITY] and one["retention"]["text"] == pytest.approx(1.0, abs=1e-6)
+        assert two["k"] == 2 and IDENTITY in two["zeroed"] and two["kl"]["text"] > 1e-6
+        assert three["kl"]["text"] > two["kl"]["text"] > 0
+        assert res["largest_k_at_target"][part]["text"] in (1, 2, 3)
+    assert res["full"]["text"]["kl"] == 0.0
