@@ -17,10 +17,8 @@ audio and video length from the container's metadata before decoding.
 
 from __future__ import annotations
 
-import hashlib
 import mimetypes
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,17 +28,14 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QImage, QPainter
 
-from nexus_engine import atomic, safety
+from nexus_engine import attachment_store
+from nexus_engine.attachment_store import ACCEPTED
 from nexus_engine.config import limits
+from nexus_engine.errors import NexusError
 
 MAX_BYTES = 4 * 1024**3
 THUMB = 160  # thumbnail edge, pixels
 AUDIO_PEAKS_S = 30.0  # seconds of audio drawn in the waveform thumbnail
-IMAGE_EXT = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
-VIDEO_EXT = {".mp4", ".m4v", ".mkv", ".webm", ".mov", ".avi", ".mpg", ".mpeg"}
-AUDIO_EXT = {".wav", ".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac"}
-ACCEPTED = ("images (PNG, JPEG, WebP, GIF, BMP, TIFF), videos (MP4, MKV, WebM, MOV, AVI) "
-            "and audio (WAV, MP3, FLAC, OGG, M4A)")
 
 
 class AttachmentError(Exception):
@@ -64,15 +59,7 @@ class Attachment:
                 "sha256": self.sha256, "meta": {"name": self.name, **self.meta}}
 
 
-def kind_of(path: Path) -> str | None:
-    ext = path.suffix.lower()
-    if ext in IMAGE_EXT:
-        return "image"
-    if ext in VIDEO_EXT:
-        return "video"
-    if ext in AUDIO_EXT:
-        return "audio"
-    return None
+kind_of = attachment_store.kind_of
 
 
 def inspect(path: str | Path, store: Path) -> Attachment:
@@ -274,22 +261,8 @@ def _waveform(peaks: list[float]) -> QImage:
 
 
 def _store(src: Path, store: Path) -> tuple[Path, str]:
-    """Copy `src` to store/<sha256><ext> and return it with the hash. A copy, not a link: the original may be
-    edited or deleted later, and the conversation must keep showing what was sent."""
-    digest = hashlib.sha256()
-    with src.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    sha = digest.hexdigest()
-    store.mkdir(parents=True, exist_ok=True)
-    suffix = src.suffix.lower() if src.suffix.lower() in IMAGE_EXT | VIDEO_EXT | AUDIO_EXT else ""
-    dest = store / f"{sha}{suffix}"  # the name is ours: nothing from outside can put a '/' or '..' in it
-    if dest.is_symlink():  # planted, not written here: it could point anywhere
-        dest.unlink()
-    if not dest.is_file():
-        with atomic.replacing(dest) as tmp:  # the worker never sees half a file, nor does a power cut leave one
-            shutil.copyfile(src, tmp)
+    """Copy `src` into the store under its content hash (nexus_engine/attachment_store.py)."""
     try:
-        return safety.confine(dest, store, "attachment"), sha
-    except Exception as e:
-        raise AttachmentError(f"{src.name}: could not be stored safely ({e})") from e
+        return attachment_store.store(src, store)
+    except (NexusError, OSError) as e:
+        raise AttachmentError(f"{src.name}: could not be stored safely ({getattr(e, 'message', e)})") from e

@@ -13,7 +13,7 @@ Regenerate keeps the old answer: it is marked superseded by the new one (History
 messages() and from the prompt, but still in the file, so nothing the user once saw is deleted.
 
 Attachments (files the user attached to a message) are stored with the user's message (History.add_attachment)
-and sent on that turn's ChatRequest as {"path", "kind", "mime"} references the worker can read; regenerating a
+and sent on that turn's ChatRequest as {"path", "kind", "mime", "name"} references the worker can read; regenerating a
 turn sends the same files again. The caller validates and copies the files first (the app does it off the UI
 thread, see app/attachments.py): this module only records what it is given.
 """
@@ -219,7 +219,7 @@ class ChatSession:
                                              meta={"request_id": request_id, "owner_pid": os.getpid()})
         if supersede:
             self.history.supersede(supersede, answer_id)
-        files = [{"path": a.path, "kind": a.kind, "mime": a.mime} for a in self.history.attachments(user_id)]
+        files = [_reference(a) for a in self.history.attachments(user_id)]
         request = ChatRequest(id=request_id, messages=self._context(), attachments=files,  # after supersede
                               **gen_params)
         turn = Turn(self.history, request.id, answer_id, user_id, on_event)
@@ -250,6 +250,12 @@ class ChatSession:
             else:
                 out.append({"role": m.role, "content": m.content})
         return out
+
+
+def _reference(a: Any) -> dict[str, Any]:
+    """What a ChatRequest carries of a stored attachment; name: the user's file name (the copy is named by hash)."""
+    ref = {"path": a.path, "kind": a.kind, "mime": a.mime}
+    return {**ref, "name": a.meta["name"]} if a.meta.get("name") else ref
 
 
 def _attachment(a: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 from nexus_engine.protocol import Message, TokenChunk
 
@@ -36,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--stop", action="append", default=[], help="stop sequence (repeatable)")
     p.add_argument("--stats", action="store_true", help="print tokens/s and time to first token after each answer")
+    p.add_argument("--attach", action="append", default=[], metavar="FILE",
+                   help="image, video or audio file sent with the (first) message (repeatable); a copy is kept with "
+                        "the conversation")
     p.set_defaults(func=run)
 
 
@@ -48,9 +52,10 @@ def _printer(out: TextIO) -> Callable[[Message], None]:
     return on_event
 
 
-def _turn(session: ChatSession, text: str, args: argparse.Namespace) -> str:
+def _turn(session: ChatSession, text: str, args: argparse.Namespace,
+          attachments: list[dict[str, Any]] | None = None) -> str:
     """One question and its streamed answer; Ctrl-C cancels the answer (the part so far is kept)."""
-    turn = session.send(text, on_event=_printer(sys.stdout), tower=args.tower, role=args.role,
+    turn = session.send(text, on_event=_printer(sys.stdout), attachments=attachments, tower=args.tower, role=args.role,
                         max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
                         repeat_penalty=args.repeat_penalty,
                         stop=args.stop)
@@ -69,12 +74,21 @@ def _turn(session: ChatSession, text: str, args: argparse.Namespace) -> str:
         s = turn.stats
         print(f"[{s.get('tower')}: {s.get('tokens')} tokens, first token {s.get('ttft_ms', 0):.0f} ms, "
               f"{s.get('decode_tok_s', 0):.1f} tok/s]", file=sys.stderr)
+        for h in s.get("heard") or []:  # what the ASR tower heard in attached audio
+            what = f"\u201c{h['text']}\u201d" if h.get("text") else "nothing"
+            print(f"[heard {h.get('name') or Path(h['path']).name} ({h.get('tower') or '-'}): {what}"
+                  + (f" ({h['note']})" if h.get("note") else "") + "]", file=sys.stderr)
+        if s.get("consolidation"):
+            print(f"[consolidation: {s['consolidation']}" + (f" — {s['consolidation_note']}"
+                  if s.get("consolidation_note") else "") + "]", file=sys.stderr)
     return status
 
 
 def run(args: argparse.Namespace) -> int:
+    from nexus_engine import attachment_store
     from nexus_engine.chat_session import ChatSession
     from nexus_engine.client import EngineClient
+    from nexus_engine.errors import BadInputError
     from nexus_engine.history import History
 
     history = History()
@@ -88,11 +102,15 @@ def run(args: argparse.Namespace) -> int:
     if args.cont:
         convs = history.list_conversations()
         conversation = convs[0].id if convs else None
+    files = [attachment_store.attach(f) for f in args.attach]  # checked and stored before anything starts
+    if files and not args.prompt:
+        raise BadInputError("--attach needs a message to go with the files", 'add one: nexus chat "what is this?" '
+                            "--attach FILE")
     with EngineClient(profile=args.profile) as client:
         session = ChatSession(client, history, conversation_id=conversation, system_prompt=args.system,
                               profile=args.profile)
         if args.prompt:
-            status = _turn(session, " ".join(args.prompt), args)
+            status = _turn(session, " ".join(args.prompt), args, files)
             return {"done": 0, "cancelled": 130}.get(status, 1)
         return _repl(session, args)
 

@@ -81,12 +81,13 @@ def answer_with_perception(engine: Engine, req: ChatRequest, emit: Emit, cancel:
                            note: str = "") -> dict[str, Any]:
     files = _media(req)
     t0 = time.perf_counter()
+    names = {str(a.get("path", "")): a.get("name") for a in req.attachments}  # the user's file names
     if service.towers(engine).seeing is None:
-        notes = [compose.unseen_note(i + 1, p, k) for i, (p, k) in enumerate(files)]
+        notes = [compose.unseen_note(i + 1, p, k, names.get(p)) for i, (p, k) in enumerate(files)]
         described = []
     else:
         described = service.describe_files(engine, files, emit, cancel, req.id, index=False)
-        notes = [compose.note(i + 1, d) for i, d in enumerate(described)]
+        notes = [compose.note(i + 1, d, names.get(d.path)) for i, d in enumerate(described)]
     perception_ms = (time.perf_counter() - t0) * 1000
     stats = engine.chat(dataclasses.replace(req, messages=compose.with_notes(req.messages, notes), attachments=[],
                                             role="reasoning" if req.role == "vision" else req.role), emit, cancel)

@@ -22,17 +22,19 @@ REPORT = "The user attached {what}. An image classifier reported: {notes}. Use o
          "If the report does not say, answer that you cannot tell."
 
 
-def note(i: int, d: Described) -> str:
-    """`[Image 1 (name, WxH): sentence]` — the compact, faithful form of one file's description."""
+def note(i: int, d: Described, name: str | None = None) -> str:
+    """`[Image 1 (name, WxH): sentence]` — the compact, faithful form of one file's description. name: the
+    user's file name (a stored copy is named by its hash)."""
     label = "Video" if d.kind == "video" else "Image"
     desc = d.description
     size = f", {desc.width}x{desc.height}" if isinstance(desc, ImageDescription) and desc.width else ""
-    return f"[{label} {i} ({Path(d.path).name}{size}): {d.sentence()}]"
+    return f"[{label} {i} ({name or Path(d.path).name}{size}): {d.sentence()}]"
 
 
-def unseen_note(i: int, path: str, kind: str) -> str:
+def unseen_note(i: int, path: str, kind: str, name: str | None = None) -> str:
     label = "Video" if kind == "video" else "Image"
-    return f"[{label} {i} ({Path(path).name}): no vision tower is installed in this profile, so nothing was seen]"
+    return (f"[{label} {i} ({name or Path(path).name}): no vision tower is installed in this profile, so nothing "
+            "was seen]")
 
 
 def with_notes(messages: list[dict[str, str]], notes: list[str]) -> list[dict[str, str]]:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nexus_engine.attachment_store import AUDIO_EXT
 from nexus_engine.errors import BadInputError, BudgetError, ModelMissingError
 from nexus_engine.protocol import ChatRequest, Progress
 
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
 ONE = "The user sent a voice message. Speech recognition heard: \u201c{}\u201d. Use only this transcript."
 MANY = "The user sent {n} audio files. Speech recognition heard: {notes}. Use only these transcripts."
 MAX_CHARS = 6000  # of transcript per turn (~1.5k tokens): a long recording is cut, and the note says so
-AUDIO_EXT = {".wav", ".mp3", ".m4a", ".ogg", ".oga", ".opus", ".flac", ".aac", ".wma", ".amr", ".aiff", ".aif",
-             ".webm"}
 
 
 @dataclasses.dataclass
@@ -38,10 +37,12 @@ class Heard:
     duration_s: float = 0.0
     tower: str = ""
     note: str = ""  # why there is no (or only part of the) transcript
+    name: str = ""  # the user's file name (the stored copy is named by its hash)
 
     def entry(self, i: int) -> str:
         """`[Audio 1 (note.wav, 4.2 s): “…”]`, or the note when nothing usable was heard."""
-        head = f"Audio {i} ({Path(self.path).name}" + (f", {self.duration_s:.1f} s" if self.duration_s else "")
+        size = f", {self.duration_s:.1f} s" if self.duration_s else ""
+        head = f"Audio {i} ({self.name or Path(self.path).name}{size}"
         body = f"\u201c{self.text}\u201d" if self.text else "nothing was heard"
         return f"[{head}): {body}" + (f" ({self.note})" if self.note else "") + "]"
 
@@ -49,6 +50,10 @@ class Heard:
 def audio_files(req: ChatRequest) -> list[str]:
     """The attachments of this turn that are audio (by the kind the app gave, else by extension or MIME type)."""
     return [str(a.get("path", "")) for a in req.attachments if is_audio(a)]
+
+
+def _name(a: dict[str, Any]) -> str:
+    return str(a.get("name") or Path(str(a.get("path", ""))).name)
 
 
 def is_audio(a: dict[str, Any]) -> bool:
@@ -81,7 +86,8 @@ def answer_with_hearing(engine: Engine, req: ChatRequest, emit: Emit, cancel: th
         if choice.path == consolidation.PROJECTOR:
             return consolidation.answer_with_projector(engine, req, emit, cancel, choice)
         note = choice.note
-    heard = [hear(engine, path, req.id, emit, cancel) for path in files]
+    heard = [hear(engine, str(a.get("path", "")), req.id, emit, cancel, _name(a)) for a in req.attachments
+             if is_audio(a)]
     _cap(heard)
     hearing_ms = (time.perf_counter() - t0) * 1000
     if cancel.is_set():  # stopped while listening: no model is loaded to answer a turn nobody waits for
@@ -96,17 +102,17 @@ def answer_with_hearing(engine: Engine, req: ChatRequest, emit: Emit, cancel: th
             "heard": [dataclasses.asdict(h) for h in heard], **({"consolidation_note": note} if note else {})}
 
 
-def hear(engine: Engine, path: str, request_id: str, emit: Emit, cancel: threading.Event) -> Heard:
+def hear(engine: Engine, path: str, request_id: str, emit: Emit, cancel: threading.Event, name: str = "") -> Heard:
     """One file's transcript; a file that cannot be heard is a Heard with a note, never an exception."""
     from nexus_engine.router.features import LONG_AUDIO_S
     from nexus_engine.voice.asr import phantom_reason, transcribe_long
     from nexus_engine.voice.audio_io import RATE, decode_file, level_db, mono_float, probe_duration
 
-    out = Heard(path)
+    out = Heard(path, name=name or Path(path).name)
     try:
         long = probe_duration(path) > LONG_AUDIO_S
         out.tower = engine.tower_name(None, "hearing_long" if long else "hearing")
-        emit(Progress(id=request_id, message=f"listening to {Path(path).name}"))
+        emit(Progress(id=request_id, message=f"listening to {out.name}"))
         with engine.residency.acquire((out.tower,), emit=emit, request_id=request_id) as lease:
             tower = lease.tower(out.tower)
             if long:  # decoded as it goes: an hour-long file is never in memory at once

@@ -169,12 +169,14 @@ def test_attachments_are_stored_and_referenced(client: EngineClient, history: Hi
     assert session.conversation_id is None  # a bad attachment stores nothing
     turn = session.send("What is in this picture?", attachments=[record], max_tokens=8)
     assert turn.wait(60) == "done"
-    assert session.last_request.attachments == [{"path": str(picture), "kind": "image", "mime": "image/png"}]
+    assert session.last_request.attachments == [{"path": str(picture), "kind": "image", "mime": "image/png",
+                                                 "name": "cat.png"}]
     (stored,) = history.attachments(turn.user_message_id)
     assert (stored.path, stored.kind, stored.sha256, stored.meta) == (str(picture), "image", "ab", record["meta"])
     again = session.regenerate(turn.message_id, max_tokens=8)  # the same files go with the regenerated turn
     assert again.wait(60) == "done"
-    assert session.last_request.attachments == [{"path": str(picture), "kind": "image", "mime": "image/png"}]
+    assert session.last_request.attachments == [{"path": str(picture), "kind": "image", "mime": "image/png",
+                                                 "name": "cat.png"}]
 
 
 def test_engine_error_is_stored_with_its_hint(client: EngineClient, history: History) -> None:

@@ -88,3 +88,34 @@ def test_bad_models_toml_is_a_message_not_a_traceback() -> None:
     proc = nexus("chat", "hi")
     assert proc.returncode == 2
     assert "quantization 'nf4' is not valid" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_chat_attach_hears_a_voice_note_and_keeps_a_copy_with_the_message(tmp_path: Path) -> None:
+    clips = sorted(Path(os.environ.get("NEXUS_LIBRISPEECH", "/work/shared/data/librispeech")).glob("*.flac"))
+    if not clips:
+        import pytest
+
+        pytest.skip("no LibriSpeech clips")
+    note = tmp_path / "note.flac"
+    note.write_bytes(clips[0].read_bytes())
+    proc = nexus("chat", "What did the speaker say?", "--attach", str(note), "--max-tokens", "8", "--temperature",
+                 "0", "--stats", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "[heard note.flac (whisper-base): \u201c" in proc.stderr, proc.stderr
+    note.unlink()  # the conversation keeps its own copy
+    with History() as h:
+        (conv,) = h.list_conversations()
+        user = h.messages(conv.id)[0]
+        (att,) = h.attachments(user.id)
+    assert att.kind == "audio" and Path(att.path).parent == paths.data_dir() / "attachments"
+    assert Path(att.path).read_bytes() == clips[0].read_bytes()
+
+
+def test_chat_attach_refuses_a_bad_file_before_storing_anything(tmp_path: Path) -> None:
+    for bad, why in ((tmp_path / "gone.wav", "does not exist"), (tmp_path / "notes.txt", "unsupported file type")):
+        if bad.suffix == ".txt":
+            bad.write_text("hello")
+        proc = nexus("chat", "what is this?", "--attach", str(bad))
+        assert proc.returncode == 2 and why in proc.stderr, proc.stderr
+    with History() as h:
+        assert h.list_conversations() == []

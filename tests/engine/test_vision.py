@@ -417,3 +417,12 @@ def test_an_image_line_is_an_inline_image_segment_for_the_app() -> None:
         ("text", "Here it is:", ""), ("image", "/data/generated/a.png", "tiny-sd3 · seed 5 · 3 steps"),
         ("text", "Done.", "")]
     assert [s.kind for s in split_segments("![x](https://example.com/a.png)")] == ["text"]  # remote: not loaded
+
+
+def test_notes_name_files_as_the_user_named_them_not_by_their_stored_hash() -> None:
+    from nexus_engine.vision import compose
+
+    d = service.Described("/data/attachments/3f9a.png", "image", None, "truncated")
+    assert compose.note(1, d, "cat.png") == "[Image 1 (cat.png): could not be read: truncated]"
+    assert compose.note(1, d) == "[Image 1 (3f9a.png): could not be read: truncated]"
+    assert "(clip.mp4)" in compose.unseen_note(2, "/data/attachments/77.mp4", "video", "clip.mp4")

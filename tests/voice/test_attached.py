@@ -77,6 +77,8 @@ def test_report_is_the_agid_text_path_for_one_note_and_lists_several() -> None:
     assert text.startswith("The user sent 2 audio files.")
     assert "[Audio 1 (note.wav, 2.5 s): \u201cturn left at the lights\u201d]" in text
     assert "[Audio 2 (b.mp3, 1.0 s): nothing was heard (the file is silent)]" in text
+    named = attached.Heard("/data/attachments/9c1e.flac", "hi", 1.0, name="voice memo.flac")
+    assert named.entry(1).startswith("[Audio 1 (voice memo.flac, 1.0 s)")
     merged = compose.with_report([{"role": "system", "content": "Be brief."}, *QUESTION], text)
     assert merged[0]["content"].startswith("Be brief.\n\nThe user sent 2") and merged[1:] == QUESTION
 
