@@ -186,7 +186,8 @@ def targets(work: Path) -> tuple[dict[str, Target], dict[str, str]]:
     # media files
     from nexus_engine.vision.media import open_image
     from nexus_engine.vision.video import sample_frames
-    from nexus_engine.voice.audio_io import decode_file, mono_float, probe_duration
+    from nexus_engine.voice.audio_files import decode_file, probe_duration
+    from nexus_engine.voice.audio_io import mono_float
 
     found["image"] = Target("image", on_file(open_image), fc.image_corpus, lambda: files(fc.image_seeds))
 

@@ -34,7 +34,8 @@ from nexus_engine.config import load_config
 from nexus_engine.engine import Engine
 from nexus_engine.history import History
 from nexus_engine.protocol import Message, Transcript, VoiceReply
-from nexus_engine.voice.audio_io import RATE, ArrayAudio, decode_file
+from nexus_engine.voice.audio_files import decode_file
+from nexus_engine.voice.audio_io import RATE, ArrayAudio
 from nexus_engine.voice.loop import VoiceLoop, VoiceSettings
 from nexus_engine.voice.wer import corpus_wer
 

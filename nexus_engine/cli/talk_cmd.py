@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from nexus_engine.client import EngineClient
 
     if args.devices:
-        from nexus_engine.voice.audio_io import list_devices
+        from nexus_engine.voice.audio_device import list_devices
 
         for d in list_devices():
             kind = "/".join(k for k, n in (("in", d["inputs"]), ("out", d["outputs"])) if n)

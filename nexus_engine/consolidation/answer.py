@@ -77,7 +77,7 @@ def choose(engine: Engine, media: list[tuple[str, str]], root: Path | None = Non
 
 def choose_audio(engine: Engine, files: list[str], root: Path | None = None) -> Choice:
     """Projector or text (the transcript) for these audio files: the projector only takes short utterances."""
-    from nexus_engine.voice.audio_io import probe_duration
+    from nexus_engine.voice.audio_files import probe_duration
 
     try:
         hearing = engine.tower_name(None, "hearing")
@@ -214,7 +214,8 @@ def _read_inputs(req: ChatRequest, audio: bool) -> tuple[list[Any], list[Any]]:
     """(files, decoded inputs): 16 kHz mono float audio, or PIL images; BadInputError names a file that fails."""
     if audio:
         from nexus_engine.voice import attached
-        from nexus_engine.voice.audio_io import decode_file, mono_float
+        from nexus_engine.voice.audio_files import decode_file
+        from nexus_engine.voice.audio_io import mono_float
 
         paths = attached.audio_files(req)
         out = [mono_float(decode_file(p)) for p in paths]

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from nexus_engine.voice.audio_io import RATE, decode_chunks, level_db, probe_duration
+from nexus_engine.voice.audio_files import decode_chunks, probe_duration
+from nexus_engine.voice.audio_io import RATE, level_db
 from nexus_engine.voice.turns import words
 
 log = logging.getLogger("nexus.voice.asr")

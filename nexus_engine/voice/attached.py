@@ -106,7 +106,8 @@ def hear(engine: Engine, path: str, request_id: str, emit: Emit, cancel: threadi
     """One file's transcript; a file that cannot be heard is a Heard with a note, never an exception."""
     from nexus_engine.router.features import LONG_AUDIO_S
     from nexus_engine.voice.asr import phantom_reason, transcribe_long
-    from nexus_engine.voice.audio_io import RATE, decode_file, level_db, mono_float, probe_duration
+    from nexus_engine.voice.audio_files import decode_file, probe_duration
+    from nexus_engine.voice.audio_io import RATE, level_db, mono_float
 
     out = Heard(path, name=name or Path(path).name)
     try:

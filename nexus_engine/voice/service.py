@@ -36,7 +36,9 @@ from nexus_engine.protocol import (
     VoiceStop,
 )
 from nexus_engine.voice.asr import phantom_reason, transcribe_long
-from nexus_engine.voice.audio_io import RATE, SoundDeviceAudio, decode_file, level_db, mono_float
+from nexus_engine.voice.audio_device import SoundDeviceAudio
+from nexus_engine.voice.audio_files import decode_file
+from nexus_engine.voice.audio_io import RATE, level_db, mono_float
 from nexus_engine.voice.loop import DEFAULT_PERSONA, VoiceLoop, VoiceSettings
 from nexus_engine.voice.turns import TurnConfig
 

@@ -92,3 +92,26 @@ def test_bad_files_each_get_an_inline_message_and_nothing_is_lost(window: Any, q
     assert [c.name for c in window.composer.chips] == [coco_images[1].name]  # the good file stays
     assert window.composer.edit.toPlainText() == "a draft the user is typing"
     assert [(m.role, m.text) for m in window.chat.messages] == before
+
+
+def test_a_dropped_voice_note_is_heard_and_the_answer_says_so(window: Any, qtbot: Any, tmp_path: Path) -> None:
+    import os
+
+    clips = sorted(Path(os.environ.get("NEXUS_LIBRISPEECH", "/work/shared/data/librispeech")).glob("*.flac"))
+    if not clips:
+        import pytest
+
+        pytest.skip("no LibriSpeech clips")
+    note = tmp_path / "voice note.flac"
+    note.write_bytes(clips[0].read_bytes())
+    drop(window.composer.edit, [note])
+    qtbot.waitUntil(lambda: window.composer.chips and window.composer.pending == 0, timeout=10_000)
+    assert window.composer.chips[0].name == "voice note.flac" and window.composer.errors.isHidden()
+    window.composer.edit.setPlainText("What did the speaker say?")
+    qtbot.keyClick(window.composer.edit, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: not window.controller.busy, timeout=120_000)
+    answer = window.chat.messages[1]
+    assert answer.status == "done", answer.text
+    info = answer.info.text()
+    assert "whisper-base" in info and "audio via transcript" in info, info
+    assert window.controller.session.last_request.attachments[0]["name"] == "voice note.flac"

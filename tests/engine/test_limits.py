@@ -23,7 +23,7 @@ from nexus_engine.errors import BadInputError, ConfigError, PromptTooLongError
 from nexus_engine.protocol import ChatRequest, GenerateRequest
 from nexus_engine.vision.media import open_image
 from nexus_engine.vision.video import sample_frames
-from nexus_engine.voice.audio_io import decode_file
+from nexus_engine.voice.audio_files import decode_file
 
 
 @pytest.fixture

@@ -149,7 +149,7 @@ def projector_engine(tmp_path: Path, nexus_home: Path, shared_cache: Path,
 
 
 def _short_clip() -> Path:
-    from nexus_engine.voice.audio_io import probe_duration
+    from nexus_engine.voice.audio_files import probe_duration
 
     return min((c for _, c, _ in clips()), key=probe_duration)
 

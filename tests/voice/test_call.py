@@ -34,7 +34,7 @@ from nexus_engine.protocol import (
     VoiceState,
     VoiceStop,
 )
-from nexus_engine.voice.audio_io import decode_file
+from nexus_engine.voice.audio_files import decode_file
 from nexus_engine.voice.tts import Speaker
 from nexus_engine.voice.wer import corpus_wer, wer
 from tests.voice.conftest import RATE, Pulse, clips, recording, write_wav

@@ -14,7 +14,8 @@ import pytest
 from nexus_engine.history import History
 from nexus_engine.protocol import Transcript, VoiceReply, VoiceState
 from nexus_engine.testing import tiny_moshi_dir, tower_toml
-from nexus_engine.voice.audio_io import RATE, ArrayAudio, decode_file
+from nexus_engine.voice.audio_files import decode_file
+from nexus_engine.voice.audio_io import RATE, ArrayAudio
 from nexus_engine.voice.wer import wer
 from tests.voice.conftest import clips
 from tests.voice.test_loop_memory import running

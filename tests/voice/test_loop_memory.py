@@ -16,7 +16,8 @@ import pytest
 
 from nexus_engine.history import History
 from nexus_engine.protocol import Message, Transcript, VoiceReply, VoiceState
-from nexus_engine.voice.audio_io import RATE, ArrayAudio, decode_file
+from nexus_engine.voice.audio_files import decode_file
+from nexus_engine.voice.audio_io import RATE, ArrayAudio
 from nexus_engine.voice.loop import VoiceLoop, VoiceSettings
 from nexus_engine.voice.tts import Speaker
 from nexus_engine.voice.wer import wer

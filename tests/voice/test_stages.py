@@ -18,7 +18,8 @@ from nexus_engine.errors import BadInputError
 from nexus_engine.protocol import Progress, TranscribeRequest, Transcript
 from nexus_engine.voice import aec
 from nexus_engine.voice.asr import AsrResult, StreamingASR, phantom_reason, transcribe_long
-from nexus_engine.voice.audio_io import RATE, decode_file
+from nexus_engine.voice.audio_files import decode_file
+from nexus_engine.voice.audio_io import RATE
 from nexus_engine.voice.service import transcribe
 from nexus_engine.voice.tts import Speaker
 from nexus_engine.voice.wer import corpus_wer, normalize, wer
