@@ -17,8 +17,9 @@ from nexus_engine.config import limits
 from nexus_engine.config.schema import ModelsConfig
 from nexus_engine.errors import BadInputError, ModelMissingError, PromptTooLongError
 from nexus_engine.protocol import ChatRequest, Message, ResidencyEvent, TokenChunk
+from nexus_engine.residency.budget import machine_budget
 from nexus_engine.residency.footprints import FootprintStore
-from nexus_engine.residency.manager import Lease, ResidencyManager, machine_budget
+from nexus_engine.residency.manager import Lease, ResidencyManager
 from nexus_engine.routing import Routing
 from nexus_engine.towers.base import SAMPLING_DEFAULTS, ChatTower, GenParams, Tower
 from nexus_engine.towers.chat_format import StopMatcher, check_messages

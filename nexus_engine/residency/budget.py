@@ -12,14 +12,19 @@ so memory that other processes hold on the GPU is respected.
 from __future__ import annotations
 
 import importlib.util
+import logging
+import os
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from nexus_engine.config.units import fmt_bytes
+from nexus_engine.config.units import fmt_bytes, parse_bytes
 from nexus_engine.errors import BudgetError
 from nexus_engine.residency.policy import CPU, GPU, Limits
+
+log = logging.getLogger("nexus.residency")
 
 GiB = 1024**3
 MiB = 1024**2
@@ -206,3 +211,27 @@ def machine_free(device: str) -> int | None:
         return int(_psutil().virtual_memory().available)
     info = cuda_memory()
     return info[0] if info else None
+
+
+def machine_budget() -> Budget:
+    """This machine's budget; NEXUS_VRAM_BUDGET / NEXUS_RAM_BUDGET (set by the app's settings) cap the capacities.
+    Without an NVIDIA driver the GPU line is empty and torch is not imported for it (a CPU worker starts fast)."""
+    vram, ram = _env_bytes("NEXUS_VRAM_BUDGET"), _env_bytes("NEXUS_RAM_BUDGET")
+    if "torch" in sys.modules or os.path.exists("/proc/driver/nvidia/version") or sys.platform == "win32":
+        return Budget.for_machine(vram=vram, ram=ram)
+    import psutil
+
+    budget = Budget.fixed(vram=0, ram=ram if ram is not None else psutil.virtual_memory().total)
+    budget.probe = lambda device: machine_free(device) if device == CPU else None
+    return budget
+
+
+def _env_bytes(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return parse_bytes(value)
+    except ValueError as e:
+        log.warning("ignoring %s: %s", name, e)
+        return None

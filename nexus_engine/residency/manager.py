@@ -27,22 +27,30 @@ preempt. snapshot() is the tower monitor's view. torch is imported only where a 
 from __future__ import annotations
 
 import logging
-import os
-import re
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from nexus_engine import registry
 from nexus_engine.config.schema import ModelsConfig, TowerSpec
-from nexus_engine.config.units import fmt_bytes, parse_bytes
+from nexus_engine.config.units import fmt_bytes
 from nexus_engine.errors import BudgetError, ModelMissingError
 from nexus_engine.protocol import Message, ResidencyEvent, TowerEvent
-from nexus_engine.residency.budget import Budget, machine_free
+from nexus_engine.residency.budget import Budget
 from nexus_engine.residency.footprints import FootprintStore, cost_for
+from nexus_engine.residency.lease import Attempt, Busy, Lease, Slot
+from nexus_engine.residency.oom import (
+    OutOfMemoryOnLoad,
+    cuda_mark,
+    cuda_peak,
+    empty_cuda_cache,
+    first_line,
+    is_oom,
+    tried_bytes,
+)
 from nexus_engine.residency.policy import CPU, GPU, Decision, Evict, Limits, Load, Params, Request, Resident, decide
 from nexus_engine.towers.base import Footprint, Tower
 
@@ -55,107 +63,6 @@ MAX_MARGIN = 0.25  # probe): keep 10 % of the failed size more free on that devi
 MAX_PASSES = 100  # decide/apply rounds per acquire: each one changes something or waits; never a silent spin
 HINT = ("unload a tower, choose a smaller quantization, or set device = \"offload\" in models.toml "
         "(`nexus plan` shows what fits)")
-
-
-def machine_budget() -> Budget:
-    """This machine's budget; NEXUS_VRAM_BUDGET / NEXUS_RAM_BUDGET (set by the app's settings) cap the capacities.
-    Without an NVIDIA driver the GPU line is empty and torch is not imported for it (a CPU worker starts fast)."""
-    vram, ram = _env_bytes("NEXUS_VRAM_BUDGET"), _env_bytes("NEXUS_RAM_BUDGET")
-    if "torch" in sys.modules or os.path.exists("/proc/driver/nvidia/version") or sys.platform == "win32":
-        return Budget.for_machine(vram=vram, ram=ram)
-    import psutil
-
-    budget = Budget.fixed(vram=0, ram=ram if ram is not None else psutil.virtual_memory().total)
-    budget.probe = lambda device: machine_free(device) if device == CPU else None
-    return budget
-
-
-def _env_bytes(name: str) -> int | None:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return None
-    try:
-        return parse_bytes(value)
-    except ValueError as e:
-        log.warning("ignoring %s: %s", name, e)
-        return None
-
-
-class Lease:
-    """Towers held for one run: `with manager.acquire([...]) as lease:`. Never evicted while held."""
-
-    def __init__(self, manager: ResidencyManager, towers: tuple[str, ...], latency: str) -> None:
-        self.towers = towers
-        self.latency = latency
-        self.info: dict[str, dict[str, Any]] = {}  # per tower: load_ms, origin (resident, warm, a path…)
-        self._manager = manager
-        self._yield = threading.Event()
-        self._released = False
-
-    def tower(self, name: str) -> Tower:
-        tower = self._manager._slots[name].tower
-        assert tower is not None, name
-        return tower
-
-    def should_yield(self) -> bool:
-        """True once an interactive request needs this (background) job's memory: stop at the next step."""
-        return self._yield.is_set()
-
-    def release(self) -> None:
-        self._manager._release(self)
-
-    def __enter__(self) -> Lease:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-@dataclass
-class _Slot:
-    """The manager's record of one tower. Budget invariant: GPU bytes = vram, RAM bytes = ram + kept."""
-
-    spec: TowerSpec
-    tower: Tower | None = None
-    tier: str = "cold"  # cold | hot | warm
-    device: str = CPU  # where it runs when hot (GPU or CPU)
-    mode: str = "full"  # full | offload
-    vram: int = 0
-    ram: int = 0  # hot: the tower's own RAM (a CPU tower, offloaded layers); warm: the warm copy
-    kept: int = 0  # hot: the host copy kept from the last swap-in (swap-out re-points, no copy)
-    page_locked: bool = False
-    warm: Any = None  # WarmModule, once the tower has been warm
-    users: int = 0
-    last_used: float = 0.0
-    pinned: bool = False
-    busy: bool = False  # being loaded or evicted right now: not for the fast path
-    yielding: bool = False  # an interactive request waits for its background jobs to stop
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-
-@dataclass
-class _Attempt:
-    """What one acquire remembers between its steps."""
-
-    preempt_deadline: float
-    wait_deadline: float
-    deadline: float = 0.0  # until when the current wait may last
-    retried: set[str] = field(default_factory=set)  # towers whose load ran out of memory once already
-    asked: set[str] = field(default_factory=set)  # towers whose jobs were asked to yield
-
-
-class _Busy(Exception):
-    """An eviction target got a user between decision and action: decide again."""
-
-
-class _OutOfMemory(Exception):
-    def __init__(self, tower: str, device: str, need: int | None, detail: str, ms: float, surprise: bool) -> None:
-        super().__init__(detail)
-        self.tower, self.device, self.need, self.detail, self.ms = tower, device, need, detail, ms
-        self.surprise = surprise  # a real allocation failure, not a measurement the budget refused
 
 
 class ResidencyManager:
@@ -172,7 +79,7 @@ class ResidencyManager:
         self.preempt_wait_s = preempt_wait_s
         self._build = build or registry.build
         self._clock = clock
-        self._slots: dict[str, _Slot] = {}
+        self._slots: dict[str, Slot] = {}
         self._leases: set[Lease] = set()
         self._margin = {GPU: 0, CPU: 0}
         self._releases = 0  # count of leases ended: what a waiting refusal watches
@@ -191,7 +98,7 @@ class ResidencyManager:
         if self._take(lease):
             return lease
         send = self._sender(emit, request_id)
-        run = _Attempt(time.monotonic() + self.preempt_wait_s, time.monotonic() + wait_s)
+        run = Attempt(time.monotonic() + self.preempt_wait_s, time.monotonic() + wait_s)
         try:
             for _ in range(MAX_PASSES):
                 with self._sched:
@@ -248,7 +155,7 @@ class ResidencyManager:
         return {"budget": self.budget.snapshot(), "towers": towers, "oom_margin": margin}
 
     # ------------------------------------------------------------------------------------------ leases
-    def _slot(self, name: str) -> _Slot:
+    def _slot(self, name: str) -> Slot:
         with self._cond:
             slot = self._slots.get(name)
             if slot is None:
@@ -256,7 +163,7 @@ class ResidencyManager:
                 if spec is None:
                     raise ModelMissingError(f"unknown tower {name!r}",
                                             f"declared towers: {', '.join(sorted(self.config.towers))}")
-                slot = self._slots[name] = _Slot(spec)
+                slot = self._slots[name] = Slot(spec)
             return slot
 
     def _take(self, lease: Lease) -> bool:
@@ -300,7 +207,7 @@ class ResidencyManager:
         return send
 
     # -------------------------------------------------------------------------------------- scheduling
-    def _step(self, lease: Lease, send: Callable[..., None], run: _Attempt) -> Callable[[], bool] | None:
+    def _step(self, lease: Lease, send: Callable[..., None], run: Attempt) -> Callable[[], bool] | None:
         """One decision, applied. None: the lease is granted. Else what to wait for before the next step
         (run.deadline says how long); raises BudgetError on a refusal."""
         if self._take(lease):
@@ -324,9 +231,9 @@ class ResidencyManager:
         try:
             for action in decision.actions:
                 lease.info.update(self._apply(action, send))
-        except _Busy:
+        except Busy:
             pass
-        except _OutOfMemory as oom:
+        except OutOfMemoryOnLoad as oom:
             if oom.tower in run.retried:
                 self._refuse_oom(oom, send)
             run.retried.add(oom.tower)
@@ -398,7 +305,7 @@ class ResidencyManager:
         slot = self._slots[action.tower]
         with self._cond:
             if isinstance(action, Evict) and slot.users:
-                raise _Busy(action.tower)
+                raise Busy(action.tower)
             slot.busy = True
         try:
             if isinstance(action, Evict):
@@ -413,7 +320,7 @@ class ResidencyManager:
         finally:
             slot.busy = False
 
-    def _swap_out(self, slot: _Slot, action: Evict, send: Callable[..., None]) -> None:
+    def _swap_out(self, slot: Slot, action: Evict, send: Callable[..., None]) -> None:
         module = self._module(slot)
         if module is None or slot.mode != "full" or slot.device != GPU:
             return self._drop(slot, send, "evict", "no warm tier for this tower (not a single-device torch "
@@ -446,25 +353,25 @@ class ResidencyManager:
         with self._cond:
             slot.tier, slot.vram, slot.ram, slot.kept = "warm", 0, warm.nbytes, 0
             slot.warm, slot.page_locked = warm, warm.pinned
-        _empty_cuda_cache()
+        empty_cuda_cache()
         where = "page-locked RAM" if warm.pinned else "RAM (pageable: page-locked share used up or unavailable)"
         send(tower=slot.name, action="swap_out", bytes=warm.nbytes, ms=(time.perf_counter() - t0) * 1000,
              detail=("weights copied to " if fresh else "kept copy in ") + where)
 
-    def _swap_in(self, slot: _Slot, send: Callable[..., None]) -> dict[str, dict[str, Any]]:
+    def _swap_in(self, slot: Slot, send: Callable[..., None]) -> dict[str, dict[str, Any]]:
         warm = slot.warm
         try:
             self.budget.reserve(slot.name, GPU, warm.nbytes)
         except BudgetError as e:
-            raise _OutOfMemory(slot.name, GPU, warm.nbytes, e.message, 0.0, False) from e
+            raise OutOfMemoryOnLoad(slot.name, GPU, warm.nbytes, e.message, 0.0, False) from e
         try:
             ms = warm.to_device(self._torch_device(GPU))
         except Exception as e:
             self.budget.release(slot.name, GPU)
-            if not _is_oom(e):
+            if not is_oom(e):
                 raise
-            _empty_cuda_cache()
-            raise _OutOfMemory(slot.name, GPU, warm.nbytes, _first_line(e), 0.0, True) from e
+            empty_cuda_cache()
+            raise OutOfMemoryOnLoad(slot.name, GPU, warm.nbytes, first_line(e), 0.0, True) from e
         self.budget.commit(slot.name, GPU, warm.nbytes)
         with self._cond:  # the arena stays as the kept copy: RAM bytes unchanged in the budget
             slot.tier, slot.device, slot.mode = "hot", GPU, "full"
@@ -475,7 +382,7 @@ class ResidencyManager:
              detail=f"{gbps:.1f} GB/s from {'page-locked' if warm.pinned else 'pageable'} RAM")
         return {slot.name: {"load_ms": ms, "origin": "warm", "gbps": round(gbps, 2), "host_memory": warm.host_memory}}
 
-    def _load_cold(self, slot: _Slot, action: Load, send: Callable[..., None]) -> dict[str, dict[str, Any]]:
+    def _load_cold(self, slot: Slot, action: Load, send: Callable[..., None]) -> dict[str, dict[str, Any]]:
         name = slot.name
         if slot.tower is None:
             slot.tower = self._build(slot.spec)
@@ -487,19 +394,19 @@ class ResidencyManager:
                 self.budget.reserve(name, CPU, action.ram)
         except BudgetError as e:  # free memory changed since the decision (another process): decide again
             self.budget.release(name)
-            raise _OutOfMemory(name, action.device, None, e.message, 0.0, False) from e
-        mark = self._cuda_mark(action.device)
+            raise OutOfMemoryOnLoad(name, action.device, None, e.message, 0.0, False) from e
+        mark = cuda_mark(self.gpu_device if action.device == GPU else None)
         t0 = time.perf_counter()
         try:
             info = tower.load()
         except Exception as e:
             ms = (time.perf_counter() - t0) * 1000
             self._undo(slot)
-            if not _is_oom(e):
+            if not is_oom(e):
                 raise
             planned = action.vram if action.device == GPU else action.ram
-            need = max(int(planned * OOM_GROWTH), self._cuda_peak(mark) + _tried_bytes(str(e)))
-            raise _OutOfMemory(name, action.device, need, _first_line(e), ms, True) from e
+            need = max(int(planned * OOM_GROWTH), cuda_peak(self.gpu_device, mark) + tried_bytes(str(e)))
+            raise OutOfMemoryOnLoad(name, action.device, need, first_line(e), ms, True) from e
         fp = tower.footprint()
         try:
             self._commit(name, GPU, fp.vram)
@@ -507,7 +414,7 @@ class ResidencyManager:
         except BudgetError as e:
             self._undo(slot)
             need = fp.vram if action.device == GPU else fp.ram
-            raise _OutOfMemory(name, action.device, need, f"measured {fmt_bytes(need)} after loading: {e.message}",
+            raise OutOfMemoryOnLoad(name, action.device, need, f"measured {fmt_bytes(need)} after loading: {e.message}",
                                info.ms, False) from e
         if action.mode == "full":  # an offloaded split's bytes say nothing about the whole tower
             self.store.record(name, slot.spec.quantization, "gpu" if action.device == GPU else "cpu",
@@ -519,14 +426,14 @@ class ResidencyManager:
         send(tower=name, action="load", bytes=fp.ram + fp.vram, ms=info.ms, detail=info.origin)
         return {name: {"load_ms": info.ms, "origin": info.origin, **info.details}}
 
-    def _drop(self, slot: _Slot, send: Callable[..., None], action: str, detail: str) -> None:
+    def _drop(self, slot: Slot, send: Callable[..., None], action: str, detail: str) -> None:
         """Unload to cold: the tower, its warm copy and every byte it held."""
         t0 = time.perf_counter()
         freed = slot.vram + slot.ram + slot.kept
         self._undo(slot)
         send(tower=slot.name, action=action, bytes=freed, ms=(time.perf_counter() - t0) * 1000, detail=detail)
 
-    def _undo(self, slot: _Slot) -> None:
+    def _undo(self, slot: Slot) -> None:
         if slot.tower is not None:
             try:
                 slot.tower.unload()
@@ -537,7 +444,7 @@ class ResidencyManager:
         self.budget.release(slot.name)
         with self._cond:
             slot.tier, slot.vram, slot.ram, slot.kept, slot.warm, slot.page_locked = "cold", 0, 0, 0, None, False
-        _empty_cuda_cache()
+        empty_cuda_cache()
 
     def _drop_kept(self) -> None:
         with self._cond:
@@ -556,7 +463,7 @@ class ResidencyManager:
             self.budget.release(owner, device)
 
     # ------------------------------------------------------------------------------------- out of memory
-    def _correct(self, oom: _OutOfMemory, send: Callable[..., None]) -> None:
+    def _correct(self, oom: OutOfMemoryOnLoad, send: Callable[..., None]) -> None:
         """Record what the failed load showed it needs; after a surprise, keep more of that device free."""
         if oom.need:
             on_gpu = oom.device == GPU
@@ -571,7 +478,7 @@ class ResidencyManager:
         send(tower=oom.tower, action="oom", bytes=oom.need or 0, ms=oom.ms,
              detail=f"out of memory while loading ({oom.detail}); {size}deciding again")
 
-    def _refuse_oom(self, oom: _OutOfMemory, send: Callable[..., None]) -> None:
+    def _refuse_oom(self, oom: OutOfMemoryOnLoad, send: Callable[..., None]) -> None:
         memory = "GPU memory" if oom.device == GPU else "RAM"
         need = f"; it needs at least {fmt_bytes(oom.need)}" if oom.need else ""
         msg = (f"{oom.tower} ran out of {memory} while loading, twice{need}, and "
@@ -584,59 +491,9 @@ class ResidencyManager:
     def _torch_device(self, device: str) -> str:
         return self.gpu_device if device == GPU else "cpu"
 
-    def _module(self, slot: _Slot) -> Any:
+    def _module(self, slot: Slot) -> Any:
         if "torch" not in sys.modules or slot.tower is None:  # nothing torch-based was ever loaded
             return None
         from nexus_engine.residency.warm import module_of
 
         return module_of(slot.tower)
-
-    def _cuda_mark(self, device: str) -> int | None:
-        torch = _cuda_torch()
-        if device != GPU or torch is None or not self.gpu_device.startswith("cuda"):
-            return None
-        torch.cuda.reset_peak_memory_stats(self.gpu_device)
-        return int(torch.cuda.memory_allocated(self.gpu_device))
-
-    def _cuda_peak(self, mark: int | None) -> int:
-        """Bytes the failed load had allocated at its peak (0 when unknown)."""
-        torch = _cuda_torch()
-        if mark is None or torch is None:
-            return 0
-        return max(0, int(torch.cuda.max_memory_allocated(self.gpu_device)) - mark)
-
-
-# --------------------------------------------------------------------------------------------- helpers
-def _cuda_torch() -> Any:
-    torch = sys.modules.get("torch")
-    return torch if torch is not None and torch.cuda.is_available() else None
-
-
-def _empty_cuda_cache() -> None:
-    """Give freed blocks back to the driver, so the budget's free-memory probe sees them."""
-    torch = _cuda_torch()
-    if torch is not None:
-        torch.cuda.empty_cache()
-
-
-def _is_oom(e: BaseException) -> bool:
-    if isinstance(e, MemoryError):
-        return True
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(e, torch.OutOfMemoryError):  # torch.cuda.OutOfMemoryError is this class
-        return True
-    return isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
-
-
-_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4}
-
-
-def _tried_bytes(message: str) -> int:
-    """The failed allocation from a CUDA OOM message ("Tried to allocate 2.00 GiB"); 0 if absent."""
-    m = re.search(r"Tried to allocate ([\d.]+) (B|KiB|MiB|GiB|TiB)", message)
-    return int(float(m.group(1)) * _UNITS[m.group(2)]) if m else 0
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:300]

@@ -297,7 +297,7 @@ def test_out_of_memory_twice_is_a_clear_refusal_and_the_worker_keeps_serving(tmp
 
 
 def test_machine_budget_honours_the_app_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    from nexus_engine.residency.manager import machine_budget
+    from nexus_engine.residency.budget import machine_budget
 
     monkeypatch.setenv("NEXUS_RAM_BUDGET", "8GiB")
     snap = machine_budget().snapshot()

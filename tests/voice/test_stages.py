@@ -239,7 +239,8 @@ def test_a_seed_asr_tower_plugs_into_the_same_stage_through_the_residency_manage
     """Parakeet TDT's architecture (tiny random weights): the ASR stage only needs transcribe(audio, rate)."""
     from nexus_engine import testing
     from nexus_engine.config.schema import ModelsConfig, Profile, Source, TowerSpec
-    from nexus_engine.residency.manager import ResidencyManager, machine_budget
+    from nexus_engine.residency.budget import machine_budget
+    from nexus_engine.residency.manager import ResidencyManager
 
     folder = testing.tiny_parakeet_tdt_dir(tmp_path / "parakeet")
     spec = TowerSpec(name="tiny-parakeet", kind="asr", backend="transformers", capabilities=("hearing",),
