@@ -253,13 +253,19 @@ def truncated(text: str, samples: np.ndarray) -> bool:
 
 def looping(text: str) -> bool:
     """Has the decoder got stuck repeating itself ("Stuff it into you. Stuff it into you. Stuff it…")? A
-    four-word run said twice, a pair of words said three times, or a new sentence that starts the utterance
-    over ("… counseled him. Stuff it into into", cut by the token limit) does not happen in a short utterance."""
+    four-word run said twice, a pair of words said three times, a word of three letters or more three times in a
+    row ("in thick peppered peppered peppered pepper flour", seen in CI; "no, no, no" is speech), or a new
+    sentence that starts the utterance over ("… counseled him. Stuff it into into", cut by the token limit) does
+    not happen in a short utterance."""
     w = re.findall(r"[a-z']+", text.lower())
     fours = [tuple(w[i:i + 4]) for i in range(len(w) - 3)]
     pairs = [tuple(w[i:i + 2]) for i in range(len(w) - 1)]
     return (len(set(fours)) < len(fours) or any(pairs.count(p) >= 3 for p in set(pairs))
-            or _restart(text) is not None)
+            or _STUTTER.search(text) is not None or _restart(text) is not None)
+
+
+# the same word (3+ letters) three or more times in a row, whatever the punctuation and case between them
+_STUTTER = re.compile(r"\b([A-Za-z']{3,})\b(?:[\s,.;:-]+\1\b){2,}", re.IGNORECASE)
 
 
 def _restart(text: str) -> int | None:
@@ -282,6 +288,7 @@ def cut_loop(text: str) -> str:
     restart = _restart(text)
     if restart is not None:
         text = text[:restart].rstrip()
+    text = _STUTTER.sub(r"\1", text)  # "peppered peppered peppered" -> "peppered"
     spans = [(m.group(0).lower(), m.start()) for m in re.finditer(r"[A-Za-z']+", text)]
     seen: set[tuple[str, ...]] = set()
     for i in range(len(spans) - 3):

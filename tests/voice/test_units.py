@@ -225,6 +225,10 @@ def test_array_audio_pairs_each_microphone_frame_with_what_was_played() -> None:
     ("Stuff it into you, his belly counseled him. Stuff it into into", "Stuff it into you, his belly counseled him."),
     ("Stuff it into you. Stuff it into you. Stuff it", "Stuff it into you."),
     ("Stuff it into you, his belly counseled him. Stuffing It Into You", "Stuff it into you, his belly counseled him."),
+    # seen in CI: one word over and over inside the sentence
+    ("to be ladled out in thick peppered peppered peppered pepper flour -fat and sauce.",
+     "to be ladled out in thick peppered pepper flour -fat and sauce."),
+    ("the the the cat sat", "the cat sat"),
 ])
 def test_whisper_starting_the_utterance_over_is_caught_and_cut(decoded: str, kept: str) -> None:
     from nexus_engine.towers.asr_whisper import cut_loop, looping
@@ -236,6 +240,8 @@ def test_whisper_starting_the_utterance_over_is_caught_and_cut(decoded: str, kep
     "He hoped there would be stew for dinner. He hoped for turnips too.",  # two words again: people do that
     "I think so. I think that is right.",
     "Stuff it into you, his belly counseled him.",
+    "No, no, no, that is not it.",  # two-letter words said three times: people do that too
+    "It was very, very good.",
 ])
 def test_ordinary_speech_is_not_taken_for_a_loop(said: str) -> None:
     from nexus_engine.towers.asr_whisper import cut_loop, looping
