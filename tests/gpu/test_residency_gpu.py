@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from nexus_engine.errors import BudgetError
+from nexus_engine.protocol import TowerEvent
 from nexus_engine.residency.budget import Budget
 from nexus_engine.residency.footprints import FootprintStore
 from nexus_engine.residency.manager import ResidencyManager
@@ -74,7 +75,12 @@ def test_warm_swap_in_reaches_pinned_bandwidth_and_keeps_outputs() -> None:
 def _manager(tmp: Path, budget: Budget, towers: dict[str, TinyTorchTower]) -> tuple[ResidencyManager, list[Any]]:
     events: list[Any] = []
     config = residency_config(*(t.spec for t in towers.values()))
-    manager = ResidencyManager(config, budget, FootprintStore(tmp / "fp.json"), events.append,
+
+    def keep(msg: Any) -> None:  # tower events only: each one is followed by a monitor snapshot
+        if isinstance(msg, TowerEvent):
+            events.append(msg)
+
+    manager = ResidencyManager(config, budget, FootprintStore(tmp / "fp.json"), keep,
                                build=lambda spec: towers[spec.name], gpu_device=CUDA)
     return manager, events
 
