@@ -40,6 +40,16 @@ def test_every_stage_learns_and_the_student_is_shorter(tmp_path: Path) -> None:
     assert r["decode"]["student"]["weight_bytes"] < r["decode"]["teacher"]["weight_bytes"]
     assert r["bridge_params"] == 2 * (64 + 2 * 64 * 64)  # norm + down + up per cut, rank 64
     assert list(work.iterdir()) == []  # the recording is temporary
+    # `nexus train report` puts the run in its speed table
+    from nexus_engine.research.agid.report import write_report
+
+    out = tmp_path / "results"
+    (out / "gpu").mkdir(parents=True)
+    (out / "gpu" / "agid-speed-tiny.json").write_text(json.dumps(r))
+    report = write_report(out)["report"].read_text()
+    assert "## Training speed at seed scale" in report
+    row = next(line for line in report.splitlines() if "| agid |" in line)
+    assert "tiny (6 → 4 layers) | cpu, fp32 | 4 × 64" in row and f"{r['agid']['loss_last5']:.4f}" in row
 
 
 def test_cli_writes_the_numbers(tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
 """`nexus train report`: Markdown tables and learning-curve PNGs from the results JSONs of `nexus train`.
 
 Reads `results-text-<tower>.json`, `results-vision-<tower>.json` and `results-audio-<tower>.json` in the results
-folder and writes
-`report.md` and `plots/*.png` beside them (PNG charts are the NIWT lab's Pillow line charts).
+folder (and `nexus train speed` JSONs, `agid-speed-*.json` there or in `gpu/`) and writes `report.md` and
+`plots/*.png` beside them (PNG charts are the NIWT lab's Pillow line charts).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ def write_report(out: Path) -> dict[str, Path]:
     texts = sorted(out.glob("results-text-*.json"))
     visions = sorted(out.glob("results-vision-*.json"))
     audios = sorted(out.glob("results-audio-*.json"))
-    if not texts and not visions and not audios:
+    speeds = sorted([*out.glob("agid-speed-*.json"), *out.glob("gpu/agid-speed-*.json")])
+    if not texts and not visions and not audios and not speeds:
         from nexus_engine.errors import NexusError
 
         raise NexusError(f"no results-text-*.json, results-vision-*.json or results-audio-*.json in {out}",
@@ -41,6 +42,8 @@ def write_report(out: Path) -> dict[str, Path]:
     for path in audios:
         res = json.loads(path.read_text(encoding="utf-8"))
         lines += audio_section(res, out, written)
+    if speeds:
+        lines += speed_section([json.loads(p.read_text(encoding="utf-8")) for p in speeds])
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
     written["report"] = report
@@ -201,3 +204,31 @@ def audio_section(res: dict[str, Any], out: Path, written: dict[str, Path]) -> l
                              "the prompt", "the transcript alone", "no audio",
                              f"{a['tower']} -> {res['llm']['tower']}: audio projector training")
     return lines
+
+
+def speed_section(runs: list[dict[str, Any]]) -> list[str]:
+    """Step time and memory of every stage on random-weight seed-shape teachers (`nexus train speed`)."""
+    gib = 2**30
+    lines = ["## Training speed at seed scale (random-weight teachers)", "",
+             "`nexus train speed`: the same stages on a teacher with a seed tower's shape and random weights (speed "
+             "and memory depend on shapes only; the loss must still fall). ms/step is the median of the steady "
+             "steps; loss is the mean of the first and last five steps.", "",
+             "| teacher | device | batch × seq | stage | ms/step | tokens/s | loss | peak GiB |",
+             "|---|---|---|---|---:|---:|---|---:|"]
+    for r in runs:
+        shape = f"{r['arch']} ({r['mask']['kept'] + len(r['mask']['removed'])} → {r['mask']['kept']} layers)"
+        for stage in ("local", "agid", "projector"):
+            s = r.get(stage)
+            if not s:
+                continue
+            tok = f"{s['tokens_per_second']:,.0f}" if "tokens_per_second" in s else "–"
+            peak = f"{s['peak_gpu_bytes'] / gib:.1f}" if "peak_gpu_bytes" in s else "–"
+            lines.append(f"| {shape} | {r['device']}, {r['dtype']} | {r['batch']} × {r['seq']} | {stage} | "
+                         f"{s['seconds_per_step'] * 1000:.0f} | {tok} | {s['loss_first5']:.4f} → "
+                         f"{s['loss_last5']:.4f} | {peak} |")
+        d = r.get("decode")
+        if d:
+            lines.append(f"| {shape} | {r['device']}, {r['dtype']} | batch 1 | student vs teacher | "
+                         f"prefill {d['prefill_speedup']:.2f}× | decode {d['teacher']['decode_tok_s']:.0f} → "
+                         f"{d['student']['decode_tok_s']:.0f} | – | – |")
+    return [*lines, ""]
