@@ -103,7 +103,10 @@ def test_unsupported_model_is_named() -> None:
         stack.decoder_stack(torch.nn.Linear(2, 2))
 
 
-def test_sublayer_curves_rank_the_identity_layers_blocks_first_and_lose_nothing_there() -> None:
+def test_sublayer_curves_rank_the_identity_layers_blocks_first_and_lose_nothing_there(tmp_path) -> None:
+    import json
+
+    from nexus_engine.research.niwt.report import extra_blocks, render_md
     from nexus_engine.research.niwt.sublayers import sublayer_curves
 
     model = testing.tiny_llama_with_identity(identity=IDENTITY, layers=LAYERS)
@@ -117,3 +120,9 @@ def test_sublayer_curves_rank_the_identity_layers_blocks_first_and_lose_nothing_
         assert three["kl"]["text"] > two["kl"]["text"] > 0
         assert res["largest_k_at_target"][part]["text"] in (1, 2, 3)
     assert res["full"]["text"]["kl"] == 0.0
+    # `nexus profile report` renders it beside the lab's results
+    (tmp_path / "sublayers-tiny.json").write_text(json.dumps(res))
+    md = render_md(extra_blocks(tmp_path, "tiny", {"text": False}), tmp_path)
+    assert "| attention blocks zeroed | layers | text retention (near chance) |" in md
+    assert f"| 1 | {IDENTITY} | 100.0% |" in md
+

@@ -255,6 +255,42 @@ def blocks(res: dict[str, Any], plots: dict[str, Path], tower: str) -> list[Bloc
     return b
 
 
+def extra_blocks(out: Path, tower: str, usable: dict[str, bool] | None = None) -> list[Block]:
+    """Sections from the lab's other commands, when their JSONs are beside the results: `nexus profile sublayers`
+    (sublayers-<tower>.json) and `nexus profile speed` on a GPU (niwt-speed-*-gpu.json)."""
+    b: list[Block] = []
+    sub = out / f"sublayers-{tower}.json"
+    if sub.is_file():
+        d = json.loads(sub.read_text(encoding="utf-8"))
+        b.append(("h2", "Sub-layers: attention and MLP blocks (no healing)"))
+        b.append(("p", f"Each layer's attention and MLP ranked by the KL of zeroing it alone (select split, task "
+                       f"{d['decide']}); the k least important of one kind zeroed together, every task on the eval "
+                       "split (`nexus profile sublayers`)."))
+        tasks = list(d["full"])
+        for part, label in (("attn", "attention"), ("mlp", "MLP")):
+            rows = [[str(r["k"]), ",".join(map(str, r["zeroed"])), *(_pct(r["retention"][t]) for t in tasks)]
+                    for r in d["curves"][part]]
+            heads = [f"{t} retention" + ("" if (usable or {}).get(t, True) else " (near chance)") for t in tasks]
+            b.append(("table", [f"{label} blocks zeroed", "layers", *heads], rows))
+        best = "; ".join(f"{label}: " + ", ".join(f"{t} {k}" for t, k in d["largest_k_at_target"][part].items())
+                         for part, label in (("attn", "attention"), ("mlp", "MLP")))
+        b.append(("p", f"Largest k with every k up to it at >= {d['target']:.0%}: {best}."))
+    speeds = sorted(out.glob("niwt-speed-*-gpu.json"))
+    if speeds:
+        b.append(("h2", "Sweep speed on a GPU (seed shapes, random weights)"))
+        rows = []
+        for path in speeds:
+            d = json.loads(path.read_text(encoding="utf-8"))
+            cfg = d["config"]
+            rows.append([f"{d['arch']} ({cfg['num_hidden_layers']} × {cfg['hidden_size']})",
+                         f"{d['device']}, {d['dtype']}", str(d["variants"]), f"{d['seconds_naive']:.2f} s",
+                         f"{d['seconds_prefix']:.2f} s", f"{d['ratio_seconds']:.2f}×",
+                         f"{d['ratio_layer_calls']:.2f}×", f"{d['max_abs_nll_difference']:.1e}"])
+        b.append(("table", ["model", "device", "variants", "naive", "prefix cache", "time ratio",
+                            "layer-forward ratio", "max abs Δ nll"], rows))
+    return b
+
+
 def render_md(bl: list[Block], out: Path) -> str:
     lines: list[str] = []
     for blk in bl:
@@ -313,6 +349,8 @@ def write_report(out: Path, tower: str) -> dict[str, Path]:
     res = json.loads((out / f"results-{tower}.json").read_text(encoding="utf-8"))
     plots = make_plots(res, out, tower)
     bl = blocks(res, plots, tower)
+    at = next((i for i, blk in enumerate(bl) if blk[:2] == ("h2", "Against the literature")), len(bl))
+    bl[at:at] = extra_blocks(out, tower, {t: bool(u.get("usable", True)) for t, u in res.get("usable", {}).items()})
     md = out / f"report-{tower}.md"
     md.write_text(render_md(bl, out), encoding="utf-8")
     page = out / f"report-{tower}.html"
