@@ -240,16 +240,45 @@ class ChatSession:
         out: list[dict[str, str]] = []
         if self.system_prompt:
             out.append({"role": "system", "content": self.system_prompt})
+        seen: dict[int, str] = {}  # position in `out` of an earlier question -> what its files turned out to hold
         for m in self.history.messages(self.conversation_id):
             if m.role == "system" and self.system_prompt:
                 continue  # the session's own system prompt replaces the stored one
+            if m.role == "assistant" and out and out[-1]["role"] == "user" and _files_note(m.meta):
+                seen[len(out) - 1] = _files_note(m.meta)
             if m.role == "assistant" and (m.status == "streaming" or not m.content.strip()):
                 continue
             if out and out[-1]["role"] == m.role:
                 out[-1] = {"role": m.role, "content": f"{out[-1]['content']}\n\n{m.content}"}
             else:
                 out.append({"role": m.role, "content": m.content})
+        # an earlier turn's attachments are not sent again: what was heard or seen in them goes with its question,
+        # so "and what did she say about the rent?" still has the voice note's words (the last question's own
+        # files go with the request)
+        last_user = max((i for i, x in enumerate(out) if x["role"] == "user"), default=-1)
+        for i, note in seen.items():
+            if i != last_user and out[i]["role"] == "user":
+                out[i] = {"role": "user", "content": f"{out[i]['content']}\n\n{note}"}
         return out
+
+
+NOTE_CHARS = 1500  # per earlier turn: enough for a voice note's gist without crowding out the conversation
+
+
+def _files_note(stats: dict[str, Any]) -> str:
+    """`(attached: voice.flac, heard: "…"; an image: shows a cat)` from an answer's stored stats, or ""."""
+    parts = []
+    for h in stats.get("heard") or []:
+        name = h.get("name") or os.path.basename(str(h.get("path", "")))
+        parts.append(f"{name}, heard: \u201c{h['text']}\u201d" if h.get("text") else
+                     f"{name}: {h.get('note') or 'nothing heard'}")
+    parts += [f"picture {i + 1}: {p}" for i, p in enumerate(stats.get("perception") or [])]
+    if not parts:
+        return ""
+    text = "; ".join(parts)
+    if len(text) > NOTE_CHARS:
+        text = text[:NOTE_CHARS].rsplit(" ", 1)[0] + " \u2026"
+    return f"(attached: {text})"
 
 
 def _reference(a: Any) -> dict[str, Any]:

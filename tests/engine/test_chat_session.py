@@ -266,3 +266,24 @@ def test_owner_process_killed_mid_answer(tmp_path: Path, one_thread: None) -> No
         assert h.recover_interrupted() == 1
         assert h.get_message(answer.id).status == "interrupted"
         assert h.get_message(answer.id).content == answer.content
+
+
+def test_what_earlier_files_held_stays_in_the_conversation(history: History) -> None:
+    """A follow-up question has the words of the voice note sent two turns ago (its file is not sent again)."""
+    conv = history.create_conversation()
+    history.add_message(conv, "user", "Summarize this.")
+    history.add_message(conv, "assistant", "They want to meet on Friday.", meta={
+        "heard": [{"path": "/data/attachments/9c.flac", "name": "memo.flac", "text": "Let us meet on Friday at ten.",
+                   "note": ""}, {"path": "/data/attachments/1d.wav", "name": "blank.wav", "text": "",
+                                 "note": "the file is silent"}],
+        "perception": ["shows a cat; no readable text"]})
+    history.add_message(conv, "user", "At what time?")
+    session = ChatSession(None, history, conversation_id=conv)  # type: ignore[arg-type]  # the prompt only
+    context = session._context()
+    assert [m["role"] for m in context] == ["user", "assistant", "user"]
+    assert context[0]["content"] == ("Summarize this.\n\n(attached: memo.flac, heard: \u201cLet us meet on Friday at "
+                                     "ten.\u201d; blank.wav: the file is silent; picture 1: shows a cat; no readable "
+                                     "text)")
+    assert context[2]["content"] == "At what time?"  # the question being answered gets its own files, if any
+    history.add_message(conv, "assistant", "At ten.", meta={"tower": "smollm2-chat"})  # no files: no note
+    assert session._context()[2]["content"] == "At what time?"
