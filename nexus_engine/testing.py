@@ -77,6 +77,18 @@ def smollm2_tokenizer_dir(path: Path, copy_from: Path | None = None) -> Path:
     return path
 
 
+def tiny_lm_profile_toml(path: Path, roles: dict[str, str | list[str]], options: str = "") -> str:
+    """A user models.toml declaring the tiny transformers LM in `path` as tower `tiny-lm` (width 64) and a
+    profile `t` with `roles` (reasoning = tiny-lm unless given); `options`: lines under the tower's table."""
+    import json
+
+    lines = ["[towers.tiny-lm]", 'kind = "llm"', 'backend = "transformers"', 'capabilities = ["reasoning"]',
+             f"source = {{ path = {json.dumps(str(path))} }}", 'quantization = "fp32"', 'dtype = "fp32"',
+             "width = 64", options, "[profiles.t]", 'description = "tiny chat + starter towers"',
+             "[profiles.t.roles]", *(f"{k} = {json.dumps(v)}" for k, v in {"reasoning": "tiny-lm", **roles}.items())]
+    return "\n".join(lines) + "\n"
+
+
 def tiny_causal_lm_dir(path: Path, *, moe: bool = False, hidden: int = 64, layers: int = 2,
                        max_positions: int = 512, seed: int = 0, tokenizer_from: Path | None = None) -> Path:
     """A tiny random causal LM saved as safetensors + the SmolLM2 tokenizer, ready for from_pretrained.

@@ -30,23 +30,7 @@ from nexus_engine.research.agid import scenes, text, vision
 from nexus_engine.research.agid.teacher import Teacher, revision_of
 from nexus_engine.research.agid.trainer import TrainConfig
 
-OVERRIDE = """
-[towers.tiny-lm]
-kind = "llm"
-backend = "transformers"
-capabilities = ["reasoning"]
-source = {{ path = "{path}" }}
-quantization = "fp32"
-dtype = "fp32"
-width = 64
-{options}
-[profiles.t]
-description = "tiny chat + the starter classifier"
-[profiles.t.roles]
-reasoning = "tiny-lm"
-vision = "efficientnet-lite0"
-perception = ["efficientnet-lite0"]
-"""
+ROLES = {"vision": "efficientnet-lite0", "perception": ["efficientnet-lite0"]}
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +40,7 @@ def _threads() -> None:
 
 def _config(home: Path, lm: Path, options: str = "") -> Any:
     user = home / "models.toml"
-    user.write_text(OVERRIDE.format(path=lm, options=options))
+    user.write_text(testing.tiny_lm_profile_toml(lm, ROLES, options))
     return load_models_toml([paths.SHIPPED_MODELS_TOML, user])
 
 

@@ -101,22 +101,6 @@ def test_long_transcripts_are_cut_at_a_word_and_say_so() -> None:
 
 
 # ------------------------------------------------------------------------------------- audio projector path
-TINY = """
-[towers.tiny-lm]
-kind = "llm"
-backend = "transformers"
-capabilities = ["reasoning"]
-source = {{ path = "{path}" }}
-quantization = "fp32"
-dtype = "fp32"
-width = 64
-[profiles.t]
-description = "tiny chat + the starter ASR"
-[profiles.t.roles]
-reasoning = "tiny-lm"
-hearing = "whisper-base"
-hearing_long = "whisper-base"
-"""
 
 
 @pytest.fixture
@@ -134,7 +118,7 @@ def projector_engine(tmp_path: Path, nexus_home: Path, shared_cache: Path,
     monkeypatch.setenv("NEXUS_CACHE", str(shared_cache))  # the joined Whisper weights of the session
     lm = testing.tiny_causal_lm_dir(tmp_path / "tiny-lm", hidden=64, layers=2, seed=3)
     user = tmp_path / "models.toml"
-    user.write_text(TINY.format(path=lm))
+    user.write_text(testing.tiny_lm_profile_toml(lm, {"hearing": "whisper-base", "hearing_long": "whisper-base"}))
     config = load_models_toml([paths.SHIPPED_MODELS_TOML, user])
     proj = pj.Projector(512, 256, 64, pj.AUDIO_TOKENS)
     folder = adapters.adapter_dir("whisper-base", "audio_projector")
