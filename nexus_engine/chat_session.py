@@ -252,13 +252,16 @@ class ChatSession:
                 out[-1] = {"role": m.role, "content": f"{out[-1]['content']}\n\n{m.content}"}
             else:
                 out.append({"role": m.role, "content": m.content})
-        # an earlier turn's attachments are not sent again: what was heard or seen in them goes with its question,
-        # so "and what did she say about the rent?" still has the voice note's words (the last question's own
-        # files go with the request)
+        # an earlier turn's attachments are not sent again: what was heard or seen in them goes into the system
+        # message, so "and what did she say about the rent?" still has the voice note's words. Not into the user
+        # turns: the router reads those, and a photo two turns ago must not make "name three colours" a drawing
+        # request. The last question's own files go with the request.
         last_user = max((i for i, x in enumerate(out) if x["role"] == "user"), default=-1)
-        for i, note in seen.items():
-            if i != last_user and out[i]["role"] == "user":
-                out[i] = {"role": "user", "content": f"{out[i]['content']}\n\n{note}"}
+        earlier = [note for i, note in sorted(seen.items()) if i != last_user]
+        if earlier:
+            from nexus_engine.vision.compose import with_report
+
+            out = with_report(out, "Files the user attached earlier in this conversation: " + " ".join(earlier))
         return out
 
 

@@ -280,10 +280,14 @@ def test_what_earlier_files_held_stays_in_the_conversation(history: History) -> 
     history.add_message(conv, "user", "At what time?")
     session = ChatSession(None, history, conversation_id=conv)  # type: ignore[arg-type]  # the prompt only
     context = session._context()
-    assert [m["role"] for m in context] == ["user", "assistant", "user"]
-    assert context[0]["content"] == ("Summarize this.\n\n(attached: memo.flac, heard: \u201cLet us meet on Friday at "
-                                     "ten.\u201d; blank.wav: the file is silent; picture 1: shows a cat; no readable "
-                                     "text)")
-    assert context[2]["content"] == "At what time?"  # the question being answered gets its own files, if any
-    history.add_message(conv, "assistant", "At ten.", meta={"tower": "smollm2-chat"})  # no files: no note
-    assert session._context()[2]["content"] == "At what time?"
+    assert [m["role"] for m in context] == ["system", "user", "assistant", "user"]
+    assert context[0]["content"] == ("Files the user attached earlier in this conversation: (attached: memo.flac, "
+                                     "heard: \u201cLet us meet on Friday at ten.\u201d; blank.wav: the file is silent; "
+                                     "picture 1: shows a cat; no readable text)")
+    # the user turns stay as typed: the router reads them, and an old photo must not steer a new question
+    assert [m["content"] for m in context[1:]] == ["Summarize this.", "They want to meet on Friday.", "At what time?"]
+    # the question being answered gets its own files with the request, not a note
+    history.add_message(conv, "assistant", "At ten.", meta={"tower": "smollm2-chat"})
+    assert session._context()[0]["content"].startswith("Files the user attached earlier")
+    session.system_prompt = "Be brief."
+    assert session._context()[0]["content"].startswith("Be brief.\n\nFiles the user attached earlier")
