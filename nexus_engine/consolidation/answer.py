@@ -85,10 +85,8 @@ def choose_audio(engine: Engine, files: list[str], root: Path | None = None) -> 
         return Choice(TEXT)
     if not files or not (adapters.adapter_dir(hearing, "audio_projector", root) / adapters.MANIFEST).is_file():
         return Choice(TEXT)
-    try:
-        longest = max(probe_duration(f) for f in files)
-    except (NexusError, OSError):
-        longest = 0.0  # unreadable: the projector path reads the file and falls back to text with the reason
+    longest = max(probe_duration(f) for f in files)  # 0.0 when unreadable: the projector path then reads the file
+    # and falls back to the transcript with the reason
     long_note = (f"audio longer than {MAX_AUDIO_S:.0f} s is transcribed (the projector was trained on short "
                  "utterances)") if longest > MAX_AUDIO_S else ""
     return _choice(engine, hearing, "audio", root, long_note)

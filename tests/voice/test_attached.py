@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,7 @@ def test_long_transcripts_are_cut_at_a_word_and_say_so() -> None:
 
 @pytest.fixture
 def projector_engine(tmp_path: Path, nexus_home: Path, shared_cache: Path,
-                     monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Path]:
+                     monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Path]]:
     """An engine whose hearing tower has an audio projector adapter for its (tiny) chat LLM, as `nexus train audio`
     writes one; the weights are untrained: the path is under test here, the learning in test_agid_audio."""
     from nexus_engine import paths, testing
@@ -129,7 +130,10 @@ def projector_engine(tmp_path: Path, nexus_home: Path, shared_cache: Path,
         "config": {"in_width": 512, "latent": 256, "out_width": 64, "tokens": pj.AUDIO_TOKENS, "chunks": pj.CHUNKS,
                    "system": pj.SYSTEM_AUDIO, "placeholder": pj.AUDIO},
         "data": {}, "metrics": {}, "training": {}})
-    return Engine(config, profile="t"), folder
+    engine = Engine(config, profile="t")
+    yield engine, folder
+    for name in list(engine.residency.towers()):  # the call tests after these want the CPU and memory back
+        engine.residency.unload(name)
 
 
 def _short_clip() -> Path:
