@@ -244,8 +244,8 @@ class ChatSession:
         for m in self.history.messages(self.conversation_id):
             if m.role == "system" and self.system_prompt:
                 continue  # the session's own system prompt replaces the stored one
-            if m.role == "assistant" and out and out[-1]["role"] == "user" and _files_note(m.meta):
-                seen[len(out) - 1] = _files_note(m.meta)
+            if m.role == "assistant" and out and out[-1]["role"] == "user" and (note := _files_note(m.meta)):
+                seen[len(out) - 1] = note
             if m.role == "assistant" and (m.status == "streaming" or not m.content.strip()):
                 continue
             if out and out[-1]["role"] == m.role:
